@@ -1,0 +1,1 @@
+"""The rules of the platform: pure Python, no strawberry and no HTTP."""

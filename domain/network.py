@@ -1,0 +1,39 @@
+"""The caller's IP address, trusting X-Forwarded-For only from configured proxies."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+
+def client_ip(peer: str | None, forwarded_for: str | None, trusted: Iterable[str]) -> str | None:
+    """Walk X-Forwarded-For from the right, skipping trusted proxies.
+
+    Without trusted proxies the header is ignored entirely: anybody can send it.
+    """
+    networks = [ipaddress.ip_network(entry, strict=False) for entry in trusted]
+    if peer is None or not _is_trusted(peer, networks) or not forwarded_for:
+        return peer
+    hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _valid(hop):
+            return peer
+        if not _is_trusted(hop, networks):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _valid(address: str) -> bool:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(address: str, networks: list) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)

@@ -1,0 +1,249 @@
+"""Who may do what: the access table of shared/API.md, as data.
+
+Every GraphQL field and operation has one rule here, keyed `Type.field`: the
+set of relations between the caller and the object that grant it. A field
+without a rule is refused (deny by default); `tests/test_policy_coverage.py`
+fails when a schema field has no rule, and `tests/test_access_matrix.py`
+walks every rule for every kind of caller.
+
+Permission classes (schema/permissions.py) and domain functions only ask this
+module; none re-implements a rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from uuid import UUID
+
+from domain.errors import Forbidden, NotFound, Unauthenticated
+
+
+class Rel(StrEnum):
+    """A relation between the caller and an object (or, on root fields, the caller alone)."""
+
+    EVERYONE = "everyone"  # anonymous included
+    AUTHENTICATED = "authenticated"
+    CUSTOMER = "customer"  # role only, no object needed
+    PROVIDER = "provider"
+    STAFF = "staff"
+    SELF = "self"  # the user object is the caller
+    COMPANY_MEMBER = "company_member"  # caller belongs to the object's company
+    COMPANY_ADMIN = "company_admin"  # caller administers the object's company
+    SAME_COMPANY = "same_company"  # a customer of the company that owns the model/order
+    ASSIGNED_PROVIDER = "assigned_provider"  # a member of the provider assigned to it
+
+
+E, A, S = Rel.EVERYONE, Rel.AUTHENTICATED, Rel.STAFF
+OWN, PROV = Rel.SAME_COMPANY, Rel.ASSIGNED_PROVIDER
+SELF, MEMBER, ADMIN = Rel.SELF, Rel.COMPANY_MEMBER, Rel.COMPANY_ADMIN
+
+
+def _rules(*relations: Rel) -> frozenset[Rel]:
+    return frozenset(relations)
+
+
+# --- The access table --------------------------------------------------------------------
+# Read as: "this field may be read / this operation done by ...". Staff is listed
+# explicitly where the contract grants it; nothing is implied.
+RULES: dict[str, frozenset[Rel]] = {
+    # Queries
+    "Query.me": _rules(E),
+    "Query.model": _rules(OWN, PROV, S),
+    "Query.models": _rules(OWN, PROV, S),
+    "Query.users": _rules(S),
+    "Query.companies": _rules(S),
+    # Mutations: accounts
+    "Mutation.signUp": _rules(E),
+    "Mutation.logIn": _rules(E),
+    "Mutation.logOut": _rules(A),
+    "Mutation.beginTotpEnrollment": _rules(A),
+    "Mutation.confirmTotpEnrollment": _rules(A),
+    "Mutation.createCompany": _rules(S),
+    "Mutation.inviteUser": _rules(ADMIN, S),
+    "Mutation.acceptInvitation": _rules(E),
+    "Mutation.createApiToken": _rules(A),
+    "Mutation.revokeApiToken": _rules(A),
+    # Mutations: models (contract rows "uploadModel, deleteModel", "addComment", "requestDownload")
+    "Mutation.uploadModel": _rules(Rel.CUSTOMER, S),
+    "Mutation.deleteModel": _rules(OWN, S),
+    "Mutation.addComment": _rules(OWN, S),
+    "Mutation.requestDownload": _rules(OWN, PROV, S),
+    # User: names for colleagues; contact data for self, company admin and staff.
+    "User.id": _rules(SELF, MEMBER, S),
+    "User.firstName": _rules(SELF, MEMBER, S),
+    "User.lastName": _rules(SELF, MEMBER, S),
+    "User.role": _rules(SELF, MEMBER, S),
+    "User.company": _rules(SELF, MEMBER, S),
+    "User.createdAt": _rules(SELF, MEMBER, S),
+    "User.isCompanyAdmin": _rules(SELF, MEMBER, S),
+    "User.email": _rules(SELF, ADMIN, S),
+    "User.phone": _rules(SELF, ADMIN, S),
+    "User.address": _rules(SELF, ADMIN, S),
+    "User.mfaEnabled": _rules(SELF, ADMIN, S),
+    "User.signupIp": _rules(S),
+    # Company
+    "Company.id": _rules(MEMBER, S),
+    "Company.name": _rules(MEMBER, S),
+    "Company.kind": _rules(MEMBER, S),
+    "Company.address": _rules(MEMBER, S),
+    "Company.members": _rules(MEMBER, S),
+    # Model: the provider assigned to an order sees what it needs to print, nothing more.
+    "Model.id": _rules(OWN, PROV, S),
+    "Model.name": _rules(OWN, PROV, S),
+    "Model.fileName": _rules(OWN, PROV, S),
+    "Model.createdAt": _rules(OWN, S),
+    "Model.owner": _rules(OWN, S),
+    "Model.company": _rules(OWN, S),
+    "Model.analysisStatus": _rules(OWN, S),
+    "Model.analysisError": _rules(OWN, S),
+    "Model.metadata": _rules(OWN, S),
+    "Model.comments": _rules(OWN, S),
+    "Model.uploadIp": _rules(S),
+    # Plain value types: whoever may read the field that holds them may read them whole.
+    "Address.*": _rules(E),
+    "Dimensions.*": _rules(E),
+    "Printability.*": _rules(E),
+    "PrintabilityIssue.*": _rules(E),
+    "ModelMetadata.*": _rules(E),
+    "AuthPayload.*": _rules(E),
+    "TotpSetup.*": _rules(E),
+    "Invitation.*": _rules(E),
+    "DownloadLink.*": _rules(E),
+    "PageInfo.*": _rules(E),
+    # Connections only carry objects whose own fields are checked.
+    "*Connection.*": _rules(E),
+    "*Edge.*": _rules(E),
+}
+
+# Whom an object exists for. Anyone else is told it does not exist (NOT_FOUND / null),
+# so ids cannot be probed.
+REACH: dict[str, frozenset[Rel]] = {
+    "User": _rules(SELF, MEMBER, S),
+    "Company": _rules(MEMBER, S),
+    "Model": _rules(OWN, PROV, S),
+    "Comment": _rules(OWN, S),
+    "Order": _rules(OWN, PROV, S),
+}
+
+# What a relation requires of the caller alone; used on root fields, before any object is known.
+_POSSIBLE: dict[Rel, Callable[[Viewer], bool]] = {
+    Rel.EVERYONE: lambda v: True,
+    Rel.AUTHENTICATED: lambda v: v.authenticated,
+    Rel.SELF: lambda v: v.authenticated,
+    Rel.COMPANY_MEMBER: lambda v: v.company_id is not None,
+    Rel.COMPANY_ADMIN: lambda v: v.is_company_admin,
+    Rel.CUSTOMER: lambda v: v.role == "CUSTOMER" and v.company_id is not None,
+    Rel.SAME_COMPANY: lambda v: v.role == "CUSTOMER" and v.company_id is not None,
+    Rel.PROVIDER: lambda v: v.role == "PROVIDER" and v.company_id is not None,
+    Rel.ASSIGNED_PROVIDER: lambda v: v.role == "PROVIDER" and v.company_id is not None,
+    Rel.STAFF: lambda v: v.role == "STAFF",
+}
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The caller. `ANONYMOUS` when no valid credentials came with the request."""
+
+    user_id: UUID | None = None
+    role: str | None = None
+    company_id: UUID | None = None
+    is_company_admin: bool = False
+    session_id: int | None = None
+    api_token_id: UUID | None = None
+
+    @property
+    def authenticated(self) -> bool:
+        return self.user_id is not None
+
+
+ANONYMOUS = Viewer()
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What the policy needs to know of an object: its kind, id and owners."""
+
+    kind: str
+    id: UUID
+    company_id: UUID | None = None
+    # For an order: the provider company currently holding it (None when not assigned
+    # or when the provider declined).
+    provider_id: UUID | None = None
+    # For a comment: the model it belongs to.
+    model_id: UUID | None = None
+
+
+# Looks up which provider companies hold an active order of a model.
+ProvidersOfModel = Callable[[UUID], Awaitable[frozenset[UUID]]]
+
+
+def rule_for(key: str) -> frozenset[Rel] | None:
+    """The rule of `Type.field`, falling back to `Type.*` and `*Suffix.*`; None means deny."""
+    if key in RULES:
+        return RULES[key]
+    type_name, _, _ = key.partition(".")
+    if f"{type_name}.*" in RULES:
+        return RULES[f"{type_name}.*"]
+    for pattern, rule in RULES.items():
+        if pattern.startswith("*") and type_name.endswith(pattern[1:].split(".")[0]):
+            return rule
+    return None
+
+
+def may_attempt(rule: Iterable[Rel], viewer: Viewer) -> bool:
+    """On a root field: could this caller hold any relation the rule grants?"""
+    return any(_POSSIBLE[rel](viewer) for rel in rule)
+
+
+async def relations(
+    viewer: Viewer, subject: Subject, providers_of_model: ProvidersOfModel
+) -> frozenset[Rel]:
+    """Every relation the caller has to the object."""
+    held = {Rel.EVERYONE}
+    if not viewer.authenticated:
+        return frozenset(held)
+    held.add(Rel.AUTHENTICATED)
+    held |= {rel for rel in (Rel.CUSTOMER, Rel.PROVIDER, Rel.STAFF) if _POSSIBLE[rel](viewer)}
+    same_company = subject.company_id is not None and subject.company_id == viewer.company_id
+    if subject.kind == "User" and subject.id == viewer.user_id:
+        held.add(Rel.SELF)
+    if subject.kind in ("User", "Company") and same_company:
+        held.add(Rel.COMPANY_MEMBER)
+        if viewer.is_company_admin:
+            held.add(Rel.COMPANY_ADMIN)
+    if subject.kind in ("Model", "Comment", "Order") and same_company and viewer.role == "CUSTOMER":
+        held.add(Rel.SAME_COMPANY)
+    if viewer.role == "PROVIDER" and viewer.company_id is not None:
+        if subject.kind == "Order" and subject.provider_id == viewer.company_id:
+            held.add(Rel.ASSIGNED_PROVIDER)
+        if subject.kind == "Model" and viewer.company_id in await providers_of_model(subject.id):
+            held.add(Rel.ASSIGNED_PROVIDER)
+    return frozenset(held)
+
+
+def grants(rule: Iterable[Rel], held: frozenset[Rel]) -> bool:
+    return not held.isdisjoint(rule)
+
+
+async def can_reach(
+    viewer: Viewer, subject: Subject, providers_of_model: ProvidersOfModel
+) -> bool:
+    held = await relations(viewer, subject, providers_of_model)
+    return grants(REACH[subject.kind], held)
+
+
+async def authorize(
+    key: str, viewer: Viewer, subject: Subject, providers_of_model: ProvidersOfModel
+) -> None:
+    """Raise unless the caller may do `key` on the object: NOT_FOUND when the
+    object is out of reach (so ids cannot be probed), FORBIDDEN otherwise."""
+    if not viewer.authenticated:
+        raise Unauthenticated()
+    held = await relations(viewer, subject, providers_of_model)
+    if not grants(REACH[subject.kind], held):
+        raise NotFound(f"{subject.kind} not found.")
+    rule = rule_for(key)
+    if rule is None or not grants(rule, held):
+        raise Forbidden()

@@ -1,0 +1,1 @@
+"""Thin resolvers: read arguments, call one domain function, return a type."""

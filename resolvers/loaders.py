@@ -1,0 +1,57 @@
+"""Per-request DataLoaders: a list of N objects costs one query per relation, not N."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from uuid import UUID
+
+from strawberry.dataloader import DataLoader
+
+from storage.models import Company, Order, OrderStatus, User
+
+# Statuses in which the assigned provider holds the order (and so may fetch the model file).
+PROVIDER_ACTIVE_STATUSES = (
+    OrderStatus.ASSIGNED,
+    OrderStatus.ACCEPTED,
+    OrderStatus.IN_PRODUCTION,
+    OrderStatus.SHIPPED,
+)
+
+
+def _by_id(rows: Iterable, keys: list[UUID]) -> list:
+    found = {row.id: row for row in rows}
+    return [found.get(key) for key in keys]
+
+
+async def _users(keys: list[UUID]) -> list[User | None]:
+    return _by_id(await User.filter(id__in=keys), keys)
+
+
+async def _companies(keys: list[UUID]) -> list[Company | None]:
+    return _by_id(await Company.filter(id__in=keys), keys)
+
+
+async def _members(keys: list[UUID]) -> list[list[User]]:
+    grouped: dict[UUID, list[User]] = defaultdict(list)
+    for user in await User.filter(company_id__in=keys, deleted_at=None).order_by("created_at"):
+        grouped[user.company_id].append(user)
+    return [grouped[key] for key in keys]
+
+
+async def _providers_of_models(keys: list[UUID]) -> list[frozenset[UUID]]:
+    grouped: dict[UUID, set[UUID]] = defaultdict(set)
+    rows = await Order.filter(
+        model_id__in=keys, provider_id__not_isnull=True, status__in=PROVIDER_ACTIVE_STATUSES
+    ).values_list("model_id", "provider_id")
+    for model_id, provider_id in rows:
+        grouped[model_id].add(provider_id)
+    return [frozenset(grouped[key]) for key in keys]
+
+
+class Loaders:
+    def __init__(self) -> None:
+        self.user = DataLoader(load_fn=_users)
+        self.company = DataLoader(load_fn=_companies)
+        self.members = DataLoader(load_fn=_members)
+        self.providers_of_model = DataLoader(load_fn=_providers_of_models)

@@ -1,0 +1,1 @@
+"""The strawberry schema: types, inputs, permission classes and extensions."""

@@ -1,0 +1,174 @@
+"""Account types: User, Company, Address and the payloads of account mutations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.types import Info
+
+from domain.policy import Subject
+from schema.fields import guarded
+from storage.models import Company, CompanyKind, Role, User
+
+RoleEnum = strawberry.enum(Role, name="Role")
+CompanyKindEnum = strawberry.enum(CompanyKind, name="CompanyKind")
+
+
+@strawberry.type(name="Address")
+class AddressType:
+    line1: str = guarded()
+    line2: str | None = guarded()
+    postal_code: str = guarded()
+    city: str = guarded()
+    country: str = guarded()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> AddressType | None:
+        if not data:
+            return None
+        return cls(
+            line1=data["line1"],
+            line2=data.get("line2"),
+            postal_code=data["postal_code"],
+            city=data["city"],
+            country=data["country"],
+        )
+
+
+@strawberry.input(name="AddressInput")
+class AddressInput:
+    line1: str
+    postal_code: str
+    city: str
+    country: str
+    line2: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "line1": self.line1,
+            "line2": self.line2,
+            "postal_code": self.postal_code,
+            "city": self.city,
+            "country": self.country,
+        }
+
+
+@strawberry.type(name="User")
+class UserType:
+    row: strawberry.Private[User]
+
+    def policy_subject(self) -> Subject:
+        return Subject("User", self.row.id, company_id=self.row.company_id)
+
+    @guarded()
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.row.id))
+
+    @guarded()
+    def email(self) -> str:
+        return self.row.email
+
+    @guarded()
+    def first_name(self) -> str:
+        return self.row.first_name
+
+    @guarded()
+    def last_name(self) -> str:
+        return self.row.last_name
+
+    @guarded()
+    def phone(self) -> str | None:
+        return self.row.phone
+
+    @guarded()
+    def address(self) -> AddressType | None:
+        return AddressType.from_dict(self.row.address)
+
+    @guarded()
+    def role(self) -> RoleEnum:
+        return Role(self.row.role)
+
+    @guarded()
+    def is_company_admin(self) -> bool:
+        return self.row.is_company_admin
+
+    @guarded()
+    async def company(self, info: Info) -> CompanyType | None:
+        if self.row.company_id is None:
+            return None
+        company = await info.context.loaders.company.load(self.row.company_id)
+        return CompanyType(row=company) if company else None
+
+    @guarded()
+    def mfa_enabled(self) -> bool:
+        return self.row.mfa_enabled
+
+    @guarded()
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @guarded()
+    def signup_ip(self) -> str | None:
+        return self.row.signup_ip
+
+
+@strawberry.type(name="Company")
+class CompanyType:
+    row: strawberry.Private[Company]
+
+    def policy_subject(self) -> Subject:
+        return Subject("Company", self.row.id, company_id=self.row.id)
+
+    @guarded()
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.row.id))
+
+    @guarded()
+    def name(self) -> str:
+        return self.row.name
+
+    @guarded()
+    def kind(self) -> CompanyKindEnum:
+        return CompanyKind(self.row.kind)
+
+    @guarded()
+    def address(self) -> AddressType | None:
+        return AddressType.from_dict(self.row.address)
+
+    @guarded()
+    async def members(self, info: Info) -> list[UserType]:
+        users = await info.context.loaders.members.load(self.row.id)
+        return [UserType(row=user) for user in users]
+
+
+@strawberry.type(name="AuthPayload")
+class AuthPayload:
+    token: str = guarded()
+    expires_at: datetime = guarded()
+    user: UserType = guarded()
+
+
+@strawberry.type(name="TotpSetup")
+class TotpSetupType:
+    secret: str = guarded()
+    provisioning_uri: str = guarded()
+    recovery_codes: list[str] = guarded()
+
+
+@strawberry.type(name="Invitation")
+class InvitationType:
+    token: str = guarded()
+    expires_at: datetime = guarded()
+
+
+@strawberry.input(name="SignUpInput")
+class SignUpInput:
+    email: str
+    password: str
+    first_name: str
+    last_name: str
+    company_name: str
+    address: AddressInput
+    phone: str | None = None

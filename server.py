@@ -1,0 +1,268 @@
+"""The ASGI app (Starlette) and the command line.
+
+Routes: /graphql (queries, mutations, GraphiQL), /healthz. Middleware: security
+headers, the CSRF guard for non-JSON posts, the caller's IP. The lifespan opens
+the database (migrating it) and closes it.
+
+Commands: serve (default), migrate, create-staff EMAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import getpass
+import logging
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from tortoise import connections
+
+from domain import auth
+from domain.errors import DomainError
+from domain.network import client_ip
+from domain.settings import Settings, SettingsError, load_settings
+from schema.app_schema import build_schema
+from schema.context import Context
+from storage import db
+
+log = logging.getLogger("printvault")
+
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# GraphiQL is a page of its own that loads its scripts from unpkg.
+GRAPHIQL_CSP = (
+    "default-src 'none'; script-src 'self' 'unsafe-inline' https://unpkg.com; "
+    "style-src 'self' 'unsafe-inline' https://unpkg.com; img-src 'self' data: https:; "
+    "font-src https://unpkg.com; connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+class GraphQLApp(GraphQL):
+    """Strawberry's ASGI view with our context: caller, IP, loaders."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            build_schema(production=settings.is_production),
+            graphql_ide="graphiql" if settings.graphiql_enabled else None,
+            allow_queries_via_get=False,
+            multipart_uploads_enabled=True,
+        )
+        self.settings = settings
+
+    async def get_context(self, request: Request, response: Any) -> Context:
+        context = Context(
+            settings=self.settings,
+            services=getattr(request.app.state, "services", None),
+            ip=request.scope.get("client_ip"),
+            request=request,
+            response=response,
+        )
+        token = _bearer_token(request.headers.get("authorization"))
+        if token:
+            try:
+                context.viewer, context.user = await auth.authenticate(self.settings, token)
+            except DomainError as error:
+                context.auth_error = error
+        return context
+
+
+def _bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+class RequestGuard:
+    """Security headers, the caller's IP, and the CSRF guard for multipart posts.
+
+    A browser sends JSON cross-site only after a CORS preflight, but it sends
+    multipart forms freely; so, as Apollo Server does, a non-JSON POST must carry
+    a header that a plain form cannot set.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        peer = scope["client"][0] if scope.get("client") else None
+        scope["client_ip"] = client_ip(
+            peer, request.headers.get("x-forwarded-for"), self.settings.trusted_proxies
+        )
+        if _needs_preflight_header(request):
+            response = JSONResponse(
+                {
+                    "errors": [
+                        {
+                            "message": "This request needs an Apollo-Require-Preflight header.",
+                            "extensions": {"code": "BAD_USER_INPUT"},
+                        }
+                    ]
+                },
+                status_code=400,
+            )
+            await response(scope, receive, self._with_headers(send, scope))
+            return
+        await self.app(scope, receive, self._with_headers(send, scope))
+
+    def _with_headers(self, send: Send, scope: Scope) -> Send:
+        tls = scope.get("scheme") == "https"
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                is_html = any(k == b"content-type" and b"text/html" in v for k, v in headers)
+                for key, value in _security_headers(is_html, tls):
+                    headers.append((key, value))
+                message["headers"] = headers
+            await send(message)
+
+        return send_with_headers
+
+
+def _needs_preflight_header(request: Request) -> bool:
+    if request.method != "POST":
+        return False
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/json":
+        return False
+    return not (
+        request.headers.get("apollo-require-preflight")
+        or request.headers.get("x-apollo-operation-name")
+    )
+
+
+def _security_headers(is_html: bool, tls: bool) -> list[tuple[bytes, bytes]]:
+    headers = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+        (b"content-security-policy", (GRAPHIQL_CSP if is_html else API_CSP).encode()),
+        (b"cross-origin-opener-policy", b"same-origin"),
+    ]
+    if tls:
+        headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
+    return headers
+
+
+async def healthz(request: Request) -> Response:
+    checks = {"database": await _database_ok()}
+    ok = all(checks.values())
+    return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)
+
+
+async def _database_ok() -> bool:
+    try:
+        await asyncio.wait_for(connections.get("default").execute_query("SELECT 1"), 3)
+    except Exception:  # any failure means "not healthy"; the reason goes to the log
+        log.warning("health check: database unavailable", exc_info=True)
+        return False
+    return True
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.connect(settings.database_url)
+        try:
+            yield
+        finally:
+            await db.disconnect()
+
+    graphql = GraphQLApp(settings)
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestGuard, settings=settings)],
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    return app
+
+
+# --- command line ------------------------------------------------------------------------
+
+
+def _serve(settings: Settings) -> None:
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        # The access log would print request paths; it is off so no token in a URL is logged.
+        access_log=False,
+        proxy_headers=False,
+        ssl_certfile=settings.tls_certfile,
+        ssl_keyfile=settings.tls_keyfile,
+    )
+
+
+async def _migrate(settings: Settings) -> None:
+    await db.migrate(settings.database_url)
+    print("database is up to date")
+
+
+async def _create_staff(settings: Settings, email: str, first: str, last: str) -> None:
+    from domain.accounts import create_staff
+
+    password = _read_password()
+    await db.connect(settings.database_url)
+    try:
+        _, uri = await create_staff(settings, email, password, first, last)
+    finally:
+        await db.disconnect()
+    print("Staff account created. Scan this in an authenticator app; it is shown once:")
+    print(uri)
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass("Password: ")
+    return sys.stdin.readline().rstrip("\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="server.py", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the API (default)")
+    commands.add_parser("migrate", help="apply database migrations")
+    staff = commands.add_parser("create-staff", help="create a staff account (password on stdin)")
+    staff.add_argument("email")
+    staff.add_argument("--first-name", default="Staff")
+    staff.add_argument("--last-name", default="Member")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = load_settings()
+        if args.command in (None, "serve"):
+            _serve(settings)
+        elif args.command == "migrate":
+            asyncio.run(_migrate(settings))
+        elif args.command == "create-staff":
+            asyncio.run(_create_staff(settings, args.email, args.first_name, args.last_name))
+    except (SettingsError, DomainError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Persistence: tortoise models, the object store, envelope encryption, backups."""

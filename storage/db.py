@@ -1,0 +1,60 @@
+"""Database connection and schema migrations (tortoise's own migration engine).
+
+Migrations are versioned files in storage/migrations, written as tortoise
+operations rather than SQL, so the same files run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.migrations.api import migrate as run_migrations
+
+APP_LABEL = "models"
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    return {
+        "connections": {"default": _normalise_url(database_url)},
+        "apps": {
+            APP_LABEL: {
+                "models": ["storage.models"],
+                "migrations": "storage.migrations",
+                "default_connection": "default",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+def _normalise_url(url: str) -> str:
+    # Accept the common `postgresql://` spelling as well as tortoise's `postgres://`.
+    if url.startswith("postgresql://"):
+        return "postgres://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        if path not in ("", ":memory:"):
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    return url
+
+
+async def migrate(database_url: str) -> None:
+    """Apply every pending migration; idempotent, safe at every start-up."""
+    await run_migrations(config=tortoise_config(database_url))
+
+
+async def connect(database_url: str, *, apply_migrations: bool = True) -> None:
+    if apply_migrations:
+        await migrate(database_url)
+    await Tortoise.init(config=tortoise_config(database_url))
+
+
+async def disconnect() -> None:
+    await Tortoise.close_connections()
+
+
+# For the `tortoise` CLI (makemigrations): `tortoise -c storage.db.TORTOISE_ORM makemigrations`.
+TORTOISE_ORM = tortoise_config(os.environ.get("DATABASE_URL", "sqlite://data/dev.sqlite3"))

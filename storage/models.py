@@ -1,0 +1,282 @@
+"""Tortoise models: every table of the platform.
+
+Ids are random UUIDs so that they reveal nothing (counts, order of creation)
+and cannot be guessed. Secrets (passwords, session and API tokens, recovery
+codes, invitation tokens) are only ever stored hashed; the TOTP secret must be
+readable to verify codes, so it is stored encrypted (see domain/totp.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model as OrmModel
+
+
+class Role(StrEnum):
+    CUSTOMER = "CUSTOMER"
+    PROVIDER = "PROVIDER"
+    STAFF = "STAFF"
+
+
+class CompanyKind(StrEnum):
+    CUSTOMER = "CUSTOMER"
+    PRINT_SERVICE = "PRINT_SERVICE"
+
+
+class AnalysisStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class OrderStatus(StrEnum):
+    REQUESTED = "REQUESTED"
+    ASSIGNED = "ASSIGNED"
+    ACCEPTED = "ACCEPTED"
+    DECLINED = "DECLINED"
+    IN_PRODUCTION = "IN_PRODUCTION"
+    SHIPPED = "SHIPPED"
+    DELIVERED = "DELIVERED"
+    CANCELLED = "CANCELLED"
+
+
+def _uuid_pk() -> fields.UUIDField:
+    return fields.UUIDField(primary_key=True, default=uuid.uuid4)
+
+
+class Company(OrmModel):
+    id = _uuid_pk()
+    name = fields.CharField(max_length=200)
+    kind = fields.CharEnumField(CompanyKind, max_length=16)
+    address = fields.JSONField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "company"
+
+
+class User(OrmModel):
+    id = _uuid_pk()
+    # Stored case-folded: email is case-insensitive and unique (API.md).
+    email = fields.CharField(max_length=254, unique=True)
+    first_name = fields.CharField(max_length=100)
+    last_name = fields.CharField(max_length=100)
+    phone = fields.CharField(max_length=40, null=True)
+    address = fields.JSONField(null=True)
+    role = fields.CharEnumField(Role, max_length=16)
+    # Membership: one company per user; staff belong to none.
+    company: fields.ForeignKeyNullableRelation[Company] = fields.ForeignKeyField(
+        "models.Company", related_name="members", null=True, on_delete=fields.RESTRICT
+    )
+    is_company_admin = fields.BooleanField(default=False)
+    password_hash = fields.CharField(max_length=255)
+    mfa_enabled = fields.BooleanField(default=False)
+    totp_secret_sealed = fields.TextField(null=True)
+    totp_pending_sealed = fields.TextField(null=True)
+    # The last accepted TOTP time step: a code at or before it is a replay.
+    totp_last_step = fields.BigIntField(default=0)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    signup_ip = fields.CharField(max_length=45, null=True)
+    deleted_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "app_user"
+
+
+class RecoveryCode(OrmModel):
+    id = fields.BigIntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="recovery_codes", on_delete=fields.CASCADE
+    )
+    code_hash = fields.CharField(max_length=64, unique=True)
+    used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "recovery_code"
+
+
+class Session(OrmModel):
+    id = fields.BigIntField(primary_key=True)
+    token_hash = fields.CharField(max_length=64, unique=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="sessions", on_delete=fields.CASCADE
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+    last_seen_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+    revoked_at = fields.DatetimeField(null=True)
+    ip = fields.CharField(max_length=45, null=True)
+
+    class Meta:
+        table = "session"
+
+
+class ApiToken(OrmModel):
+    id = _uuid_pk()
+    name = fields.CharField(max_length=100)
+    token_hash = fields.CharField(max_length=64, unique=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="api_tokens", on_delete=fields.CASCADE
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+    last_used_at = fields.DatetimeField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_token"
+
+
+class Invitation(OrmModel):
+    id = _uuid_pk()
+    token_hash = fields.CharField(max_length=64, unique=True)
+    email = fields.CharField(max_length=254)
+    role = fields.CharEnumField(Role, max_length=16)
+    company: fields.ForeignKeyRelation[Company] = fields.ForeignKeyField(
+        "models.Company", related_name="invitations", on_delete=fields.CASCADE
+    )
+    invited_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="invitations_sent", null=True, on_delete=fields.SET_NULL
+    )
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField()
+    accepted_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "invitation"
+
+
+class Model3D(OrmModel):
+    # An uploaded CAD file: `Model` in the API, renamed here so it is not confused
+    # with tortoise's own Model class. (No docstring: tortoise copies docstrings
+    # into table comments and breaks on quotes in them.)
+
+    id = _uuid_pk()
+    company: fields.ForeignKeyRelation[Company] = fields.ForeignKeyField(
+        "models.Company", related_name="models", on_delete=fields.RESTRICT
+    )
+    owner: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="models", null=True, on_delete=fields.SET_NULL
+    )
+    name = fields.CharField(max_length=200)
+    file_name = fields.CharField(max_length=255)
+    file_size = fields.BigIntField(default=0)
+    format = fields.CharField(max_length=16)
+    object_key = fields.CharField(max_length=200, unique=True)
+    wrapped_key = fields.TextField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    upload_ip = fields.CharField(max_length=45, null=True)
+    analysis_status = fields.CharEnumField(AnalysisStatus, max_length=16)
+    analysis_error = fields.TextField(null=True)
+    analysis_attempts = fields.IntField(default=0)
+    analysis_started_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "model3d"
+
+
+class ModelMetadata(OrmModel):
+    model: fields.OneToOneRelation[Model3D] = fields.OneToOneField(
+        "models.Model3D", related_name="metadata", on_delete=fields.CASCADE, primary_key=True
+    )
+    file_name = fields.CharField(max_length=255)
+    file_size = fields.BigIntField()
+    format = fields.CharField(max_length=16)
+    size_x = fields.FloatField()
+    size_y = fields.FloatField()
+    size_z = fields.FloatField()
+    volume = fields.FloatField()
+    surface_area = fields.FloatField()
+    triangle_count = fields.BigIntField()
+    body_count = fields.IntField()
+    is_watertight = fields.BooleanField()
+    printable = fields.BooleanField()
+    issues = fields.JSONField(default=list)
+    analysed_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "model_metadata"
+
+
+class Comment(OrmModel):
+    id = _uuid_pk()
+    model: fields.ForeignKeyRelation[Model3D] = fields.ForeignKeyField(
+        "models.Model3D", related_name="comments", on_delete=fields.CASCADE
+    )
+    author: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="comments", null=True, on_delete=fields.SET_NULL
+    )
+    body = fields.TextField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    ip = fields.CharField(max_length=45, null=True)
+
+    class Meta:
+        table = "comment"
+
+
+class Order(OrmModel):
+    id = _uuid_pk()
+    # Orders outlive models and people (legal retention): the links may become null.
+    model: fields.ForeignKeyNullableRelation[Model3D] = fields.ForeignKeyField(
+        "models.Model3D", related_name="orders", null=True, on_delete=fields.SET_NULL
+    )
+    customer: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="orders", null=True, on_delete=fields.SET_NULL
+    )
+    company: fields.ForeignKeyRelation[Company] = fields.ForeignKeyField(
+        "models.Company", related_name="orders", on_delete=fields.RESTRICT
+    )
+    provider: fields.ForeignKeyNullableRelation[Company] = fields.ForeignKeyField(
+        "models.Company", related_name="assigned_orders", null=True, on_delete=fields.RESTRICT
+    )
+    status = fields.CharEnumField(OrderStatus, max_length=16)
+    quantity = fields.IntField()
+    material = fields.CharField(max_length=64)
+    shipping_address = fields.JSONField()
+    billing_address = fields.JSONField()
+    billing_info = fields.TextField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    ip = fields.CharField(max_length=45, null=True)
+    # Optimistic locking: an update must name the version it read.
+    version = fields.IntField(default=1)
+
+    class Meta:
+        table = "print_order"
+
+
+class OrderEvent(OrmModel):
+    id = fields.BigIntField(primary_key=True)
+    order: fields.ForeignKeyRelation[Order] = fields.ForeignKeyField(
+        "models.Order", related_name="events", on_delete=fields.CASCADE
+    )
+    status = fields.CharEnumField(OrderStatus, max_length=16)
+    at = fields.DatetimeField(auto_now_add=True)
+    by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="order_events", null=True, on_delete=fields.SET_NULL
+    )
+    note = fields.TextField(null=True)
+    ip = fields.CharField(max_length=45, null=True)
+
+    class Meta:
+        table = "order_event"
+
+
+class AuditEvent(OrmModel):
+    # Who did what, when, from where. Ids of subjects are plain values, not
+    # foreign keys, so the trail survives the deletion of what it talks about.
+
+    id = fields.BigIntField(primary_key=True)
+    at = fields.DatetimeField(auto_now_add=True, db_index=True)
+    kind = fields.CharField(max_length=64, db_index=True)
+    actor_id = fields.UUIDField(null=True, db_index=True)
+    company_id = fields.UUIDField(null=True)
+    model_id = fields.UUIDField(null=True, db_index=True)
+    order_id = fields.UUIDField(null=True)
+    ip = fields.CharField(max_length=45, null=True)
+    detail = fields.JSONField(default=dict)
+
+    class Meta:
+        table = "audit_event"

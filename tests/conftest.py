@@ -1,0 +1,155 @@
+"""Test set-up: one database backend per pytest run, chosen by TEST_DATABASE.
+
+`make test` runs the suite on SQLite, then the database tests again on
+PostgreSQL (a fresh database per run, dropped afterwards). When PostgreSQL is
+unreachable its tests are skipped with a loud reason, unless REQUIRE_POSTGRES=1
+(set by CI), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from tortoise import Tortoise, connections
+
+from domain.settings import Settings
+from server import create_app
+from storage import db
+from tests.helpers import Api
+
+BACKEND = os.environ.get("TEST_DATABASE", "sqlite")
+POSTGRES_ADMIN_DSN = os.environ.get(
+    "TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database backend: {BACKEND}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "db: the test needs the database (runs on every backend)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "database" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.db)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+async def database_url(data_dir: Path) -> AsyncIterator[str]:
+    if BACKEND == "sqlite":
+        yield f"sqlite://{data_dir / 'test.sqlite3'}"
+        return
+    name = f"pv_test_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        admin = await asyncpg.connect(POSTGRES_ADMIN_DSN, timeout=5)
+    except (OSError, asyncpg.PostgresError) as error:
+        message = f"PostgreSQL backend SKIPPED: cannot connect to {POSTGRES_ADMIN_DSN}: {error}"
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + " (REQUIRE_POSTGRES=1)", pytrace=False)
+        pytest.skip(message)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield POSTGRES_ADMIN_DSN.rsplit("/", 1)[0] + "/" + name
+    finally:
+        await Tortoise.close_connections()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path) -> Settings:
+    return Settings(
+        app_env="test",
+        data_dir=data_dir,
+        database_url="",  # the database fixture connects; the app does not
+        storage_url=f"file://{data_dir / 'objects'}",
+        master_keys={"test-k1": secrets.token_bytes(32)},
+        secret_key=base64.b64decode(base64.b64encode(secrets.token_bytes(32))),
+    )
+
+
+@pytest.fixture(scope="session")
+async def _connected(database_url: str) -> AsyncIterator[str]:
+    await db.connect(database_url)
+    yield database_url
+    await db.disconnect()
+
+
+TABLES = [
+    "audit_event",
+    "order_event",
+    "print_order",
+    "comment",
+    "model_metadata",
+    "model3d",
+    "recovery_code",
+    "session",
+    "api_token",
+    "invitation",
+    "app_user",
+    "company",
+]
+
+
+@pytest.fixture
+async def database(_connected: str) -> AsyncIterator[str]:
+    """A connected, empty database; emptied again after the test."""
+    yield _connected
+    connection = connections.get("default")
+    if BACKEND == "sqlite":
+        for table in TABLES:
+            await connection.execute_script(f"DELETE FROM {table}")
+    else:
+        await connection.execute_script(f"TRUNCATE {', '.join(TABLES)} CASCADE")
+
+
+@pytest.fixture
+async def api(database: str, settings: Settings) -> AsyncIterator[Api]:
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield Api(client, settings)
+
+
+class QueryCounter(logging.Handler):
+    """Counts SQL statements as tortoise logs them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+@pytest.fixture
+def count_queries():
+    logger = logging.getLogger("tortoise.db_client")
+    counter = QueryCounter()
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(counter)
+    yield counter
+    logger.removeHandler(counter)
+    logger.setLevel(previous)
+
+
+def unique_email(tag: str = "user") -> str:
+    return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"
