@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench setup clean
+.PHONY: run test lint bench setup peers clean
 
 setup: $(STAMP)
 
@@ -14,18 +14,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Peer tools the analysis is compared against (Debian packages). Best effort: the
+# comparison tests say SKIPPED when they are missing, they never fail for it.
+peers:
+	@command -v admesh >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq admesh >/dev/null) \
+	      || echo "note: could not install admesh; peer comparisons will be skipped"; \
+	  else echo "note: admesh not installed; peer comparisons will be skipped"; fi; }
+
 run: $(STAMP)
 	$(BIN)/python server.py serve
 
-test: $(STAMP)
+test: $(STAMP) peers
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	@echo "=== test run 1/2: every test, database backend SQLite ==="
+	TEST_DATABASE=sqlite $(BIN)/python -m pytest
+	@echo "=== test run 2/2: database tests, backend PostgreSQL (127.0.0.1:5432) ==="
+	TEST_DATABASE=postgres $(BIN)/python -m pytest -m db
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+bench: $(STAMP) peers
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/analysis.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -50,8 +50,6 @@ def _rules(*relations: Rel) -> frozenset[Rel]:
 RULES: dict[str, frozenset[Rel]] = {
     # Queries
     "Query.me": _rules(E),
-    "Query.model": _rules(OWN, PROV, S),
-    "Query.models": _rules(OWN, PROV, S),
     "Query.users": _rules(S),
     "Query.companies": _rules(S),
     # Mutations: accounts
@@ -65,11 +63,6 @@ RULES: dict[str, frozenset[Rel]] = {
     "Mutation.acceptInvitation": _rules(E),
     "Mutation.createApiToken": _rules(A),
     "Mutation.revokeApiToken": _rules(A),
-    # Mutations: models (contract rows "uploadModel, deleteModel", "addComment", "requestDownload")
-    "Mutation.uploadModel": _rules(Rel.CUSTOMER, S),
-    "Mutation.deleteModel": _rules(OWN, S),
-    "Mutation.addComment": _rules(OWN, S),
-    "Mutation.requestDownload": _rules(OWN, PROV, S),
     # User: names for colleagues; contact data for self, company admin and staff.
     "User.id": _rules(SELF, MEMBER, S),
     "User.firstName": _rules(SELF, MEMBER, S),
@@ -89,28 +82,11 @@ RULES: dict[str, frozenset[Rel]] = {
     "Company.kind": _rules(MEMBER, S),
     "Company.address": _rules(MEMBER, S),
     "Company.members": _rules(MEMBER, S),
-    # Model: the provider assigned to an order sees what it needs to print, nothing more.
-    "Model.id": _rules(OWN, PROV, S),
-    "Model.name": _rules(OWN, PROV, S),
-    "Model.fileName": _rules(OWN, PROV, S),
-    "Model.createdAt": _rules(OWN, S),
-    "Model.owner": _rules(OWN, S),
-    "Model.company": _rules(OWN, S),
-    "Model.analysisStatus": _rules(OWN, S),
-    "Model.analysisError": _rules(OWN, S),
-    "Model.metadata": _rules(OWN, S),
-    "Model.comments": _rules(OWN, S),
-    "Model.uploadIp": _rules(S),
     # Plain value types: whoever may read the field that holds them may read them whole.
     "Address.*": _rules(E),
-    "Dimensions.*": _rules(E),
-    "Printability.*": _rules(E),
-    "PrintabilityIssue.*": _rules(E),
-    "ModelMetadata.*": _rules(E),
     "AuthPayload.*": _rules(E),
     "TotpSetup.*": _rules(E),
     "Invitation.*": _rules(E),
-    "DownloadLink.*": _rules(E),
     "PageInfo.*": _rules(E),
     # Connections only carry objects whose own fields are checked.
     "*Connection.*": _rules(E),

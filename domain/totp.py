@@ -54,7 +54,7 @@ def matching_step(secret: str, code: str, now: float | None = None) -> int | Non
     if not (code.isdigit() and len(code) == 6):
         return None
     totp = pyotp.TOTP(secret)
-    current = totp.timecode_at(time.time() if now is None else now)
+    current = int(time.time() if now is None else now) // totp.interval
     for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
         if hmac.compare_digest(totp.generate_otp(step), code):
             return step

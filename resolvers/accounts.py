@@ -28,6 +28,9 @@ def _payload(info: Info, issued: auth.IssuedSession) -> AuthPayload:
 
 
 async def me(info: Info) -> UserType | None:
+    """The caller, None when anonymous; a token that is no longer valid is an error."""
+    if info.context.auth_error is not None:
+        raise info.context.auth_error
     user = info.context.user
     return UserType(row=user) if user is not None else None
 

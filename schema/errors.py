@@ -35,7 +35,9 @@ class ErrorCodes(MaskErrors):
             return self._rebuild(
                 error, original.message, {"code": original.code, **original.extensions}
             )
-        if original is None:
+        if original is None or error.path is None:
+            # Raised by GraphQL itself before execution (syntax, validation, variable
+            # coercion): the message describes the client's own document and values.
             return self._rebuild(error, self._client_message(error), {"code": "BAD_USER_INPUT"})
         request_id = self._request_id()
         log.error("request %s: unexpected error", request_id, exc_info=original)

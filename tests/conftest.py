@@ -153,3 +153,13 @@ def count_queries():
 
 def unique_email(tag: str = "user") -> str:
     return f"{tag}-{uuid.uuid4().hex[:10]}@example.com"
+
+
+@pytest.fixture
+async def customer(api: Api):
+    return await api.customer()
+
+
+@pytest.fixture
+async def staff(api: Api):
+    return await api.staff()

@@ -1,0 +1,257 @@
+"""The access matrix, generated from the policy table.
+
+For every rule of the table and every kind of caller, the test asks the real
+API and checks that the answer is what the policy says: the value when the
+rule grants it, FORBIDDEN (or UNAUTHENTICATED) when it does not, and nothing at
+all for objects the caller may not reach. `test_contract_*` then checks the
+policy table itself against shared/API.md's access table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from domain import policy
+from domain.auth import viewer_for
+from domain.policy import ANONYMOUS, Rel, Subject, Viewer
+from storage.models import Company, CompanyKind, Role
+from tests.helpers import ADDRESS, PASSWORD, Api, Caller
+
+DENIED = {"FORBIDDEN", "UNAUTHENTICATED"}
+
+
+@dataclass
+class World:
+    a_admin: Caller
+    a_member: Caller
+    b_admin: Caller
+    provider: Caller
+    staff: Caller
+
+    def callers(self) -> dict[str, Caller | None]:
+        return {
+            "anonymous": None,
+            "a_admin": self.a_admin,
+            "a_member": self.a_member,
+            "b_admin": self.b_admin,
+            "provider": self.provider,
+            "staff": self.staff,
+        }
+
+
+@pytest.fixture
+async def world(api: Api) -> World:
+    a_admin = await api.customer()
+    company_a = await Company.get(id=a_admin.user.company_id)
+    return World(
+        a_admin=a_admin,
+        a_member=await api.member(company_a, Role.CUSTOMER, admin=False),
+        b_admin=await api.customer(),
+        provider=await api.provider(),
+        staff=await api.staff(),
+    )
+
+
+def _viewer(caller: Caller | None) -> Viewer:
+    return ANONYMOUS if caller is None else viewer_for(caller.user)
+
+
+async def _no_providers(_model_id) -> frozenset:
+    return frozenset()
+
+
+def _fields_of(type_name: str) -> list[str]:
+    return [key.split(".", 1)[1] for key in policy.RULES if key.startswith(type_name + ".")]
+
+
+def _selection(field: str) -> str:
+    nested = {"address": "{ city }", "company": "{ id }", "members": "{ id }"}
+    return f"{field} {nested.get(field, '')}"
+
+
+def _field_outcome(body: dict[str, Any], field: str) -> str:
+    errors = [e for e in body.get("errors") or [] if e.get("path", [None])[-1] == field]
+    if errors:
+        return errors[0]["extensions"]["code"]
+    return "OK"
+
+
+# --- User and Company fields ---------------------------------------------------------------
+# (caller, subject, how the caller reaches the subject). Only reachable pairs have a path:
+# the rest is covered by test_unreachable_objects_do_not_exist.
+USER_PATHS = [
+    ("a_member", "a_member", "{ me { %s } }", ("me",)),
+    (
+        "a_admin",
+        "a_member",
+        "{ me { company { members { id %s } } } }",
+        ("me", "company", "members"),
+    ),
+    (
+        "a_member",
+        "a_admin",
+        "{ me { company { members { id %s } } } }",
+        ("me", "company", "members"),
+    ),
+    ("staff", "a_member", "{ users(first: 100) { edges { node { id %s } } } }", ("users", "edges")),
+]
+
+
+def _find_node(data: Any, path: tuple[str, ...], subject_id: str) -> Any:
+    node = data
+    for step in path:
+        node = node[step] if node is not None else None
+    if isinstance(node, list):
+        items = [item.get("node", item) for item in node]
+        return next((item for item in items if item and item.get("id") == subject_id), None)
+    return node
+
+
+@pytest.mark.parametrize("field", _fields_of("User"))
+async def test_user_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    callers = world.callers()
+    for caller_name, subject_name, template, path in USER_PATHS:
+        caller, subject = callers[caller_name], callers[subject_name]
+        assert caller is not None and subject is not None
+        user = subject.user
+        held = await policy.relations(
+            _viewer(caller), Subject("User", user.id, company_id=user.company_id), _no_providers
+        )
+        expected = "OK" if policy.grants(policy.RULES[f"User.{field}"], held) else "FORBIDDEN"
+        body = await api.gql(template % _selection(field), token=caller.token)
+        outcome = _field_outcome(body, field)
+        if outcome == "OK":
+            assert _find_node(body["data"], path, str(user.id)) is not None or path == ("me",)
+        assert outcome == expected, (caller_name, subject_name, field, body)
+
+
+COMPANY_PATHS = [
+    ("a_member", "{ me { company { %s } } }"),
+    ("a_admin", "{ me { company { %s } } }"),
+    ("provider", "{ me { company { %s } } }"),
+    ("staff", "{ companies(first: 100) { edges { node { id %s } } } }"),
+]
+
+
+@pytest.mark.parametrize("field", _fields_of("Company"))
+async def test_company_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    callers = world.callers()
+    for caller_name, template in COMPANY_PATHS:
+        caller = callers[caller_name]
+        assert caller is not None
+        company_id = caller.user.company_id or world.a_admin.user.company_id
+        held = await policy.relations(
+            _viewer(caller), Subject("Company", company_id, company_id=company_id), _no_providers
+        )
+        expected = "OK" if policy.grants(policy.RULES[f"Company.{field}"], held) else "FORBIDDEN"
+        body = await api.gql(template % _selection(field), token=caller.token)
+        assert _field_outcome(body, field) == expected, (caller_name, field, body)
+
+
+async def test_unreachable_objects_do_not_exist(api: Api, world: World) -> None:
+    """Another company's users appear nowhere: not as members, not by listing."""
+    body = await api.ok("{ me { company { members { id } } } }", token=world.b_admin.token)
+    ids = {m["id"] for m in body["me"]["company"]["members"]}
+    assert str(world.a_member.user.id) not in ids and str(world.b_admin.user.id) in ids
+    assert (
+        await api.error_code("{ users { edges { node { id } } } }", token=world.b_admin.token)
+        == "FORBIDDEN"
+    )
+
+
+# --- Root operations -----------------------------------------------------------------------
+# One document per root field. For callers the policy admits, the answer may be any
+# outcome but a permission error; for the others it must be one.
+def _operations(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
+    company_a = str(world.a_admin.user.company_id)
+    return {
+        "Query.me": ("{ me { id } }", {}),
+        "Query.users": ("{ users { edges { node { id } } } }", {}),
+        "Query.companies": ("{ companies { edges { node { id } } } }", {}),
+        "Mutation.signUp": (
+            "mutation($i: SignUpInput!) { signUp(input: $i) { token } }",
+            {
+                "i": {
+                    "email": "not-an-email",
+                    "password": PASSWORD,
+                    "firstName": "A",
+                    "lastName": "B",
+                    "companyName": "C",
+                    "address": ADDRESS,
+                }
+            },
+        ),
+        "Mutation.logIn": (
+            "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }",
+            {"e": world.a_member.user.email, "p": PASSWORD},
+        ),
+        "Mutation.logOut": ("mutation { logOut }", {}),
+        "Mutation.beginTotpEnrollment": ("mutation { beginTotpEnrollment { secret } }", {}),
+        "Mutation.confirmTotpEnrollment": (
+            'mutation { confirmTotpEnrollment(code: "000000") }',
+            {},
+        ),
+        "Mutation.createCompany": (
+            'mutation { createCompany(name: "", kind: PRINT_SERVICE) { id } }',
+            {},
+        ),
+        "Mutation.inviteUser": (
+            'mutation($c: ID!) { inviteUser(email: "bad", role: CUSTOMER, companyId: $c) { token } }',
+            {"c": company_a},
+        ),
+        "Mutation.acceptInvitation": (
+            'mutation { acceptInvitation(token: "x", password: "x", firstName: "a", lastName: "b") { token } }',
+            {},
+        ),
+        "Mutation.createApiToken": ('mutation { createApiToken(name: "") }', {}),
+        "Mutation.revokeApiToken": ('mutation { revokeApiToken(name: "none") }', {}),
+    }
+
+
+async def test_root_operations_follow_the_policy(api: Api, world: World) -> None:
+    operations = _operations(world)
+    root_rules = [key for key in policy.RULES if key.split(".")[0] in ("Query", "Mutation")]
+    # Log-out ends the sessions the other checks use: it goes last.
+    root_rules.sort(key=lambda key: key == "Mutation.logOut")
+    assert sorted(operations) == sorted(root_rules), "every root rule needs a document here"
+    for key in root_rules:
+        document, variables = operations[key]
+        for caller_name, caller in world.callers().items():
+            allowed = policy.may_attempt(policy.RULES[key], _viewer(caller))
+            body = await api.gql(document, variables, token=caller.token if caller else None)
+            codes = {e["extensions"]["code"] for e in body.get("errors") or []}
+            if allowed:
+                assert not codes & DENIED, (key, caller_name, body)
+            else:
+                expected = "UNAUTHENTICATED" if caller is None else "FORBIDDEN"
+                assert codes == {expected}, (key, caller_name, body)
+
+
+# --- The policy table against shared/API.md's access table ---------------------------------
+# Transcribed from the contract: (rule, who is granted) for the rows implemented so far.
+CONTRACT = {
+    "Query.users": {Rel.STAFF},
+    "Query.companies": {Rel.STAFF},
+    "Mutation.createCompany": {Rel.STAFF},
+    "User.signupIp": {Rel.STAFF},
+    "User.email": {Rel.SELF, Rel.COMPANY_ADMIN, Rel.STAFF},
+    "User.phone": {Rel.SELF, Rel.COMPANY_ADMIN, Rel.STAFF},
+    "User.address": {Rel.SELF, Rel.COMPANY_ADMIN, Rel.STAFF},
+}
+
+
+@pytest.mark.parametrize("key", sorted(CONTRACT))
+def test_contract_rows_match_the_policy_table(key: str) -> None:
+    assert set(policy.RULES[key]) == CONTRACT[key]
+
+
+def test_contract_invitations() -> None:
+    """inviteUser: staff (any role, company) or a company admin (checked in the domain)."""
+    assert set(policy.RULES["Mutation.inviteUser"]) == {Rel.COMPANY_ADMIN, Rel.STAFF}
+
+
+def test_provider_company_kind_for_fixture() -> None:
+    assert CompanyKind.PRINT_SERVICE.value == "PRINT_SERVICE"
