@@ -1,10 +1,11 @@
 """The ASGI app (Starlette) and the command line.
 
-Routes: /graphql (queries, mutations, GraphiQL), /healthz. Middleware: security
-headers, the CSRF guard for non-JSON posts, the caller's IP. The lifespan opens
-the database (migrating it) and closes it.
+Routes: /graphql (queries, mutations, uploads, GraphiQL), /files/<token>
+(downloads), /healthz. Middleware: security headers, the CSRF guard for
+non-JSON posts, the caller's IP. The lifespan opens the database (migrating
+it), the object store and the job engine, and closes them.
 
-Commands: serve (default), migrate, create-staff EMAIL.
+Commands: serve (default), migrate, create-staff EMAIL, worker.
 """
 
 from __future__ import annotations
@@ -22,19 +23,25 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from tortoise import connections
 
-from domain import auth
+from domain import auth, downloads, policy
 from domain.errors import DomainError
+from domain.jobs import run_worker
 from domain.network import client_ip
+from domain.services import close_services, open_services
 from domain.settings import Settings, SettingsError, load_settings
+from resolvers.loaders import Loaders
 from schema.app_schema import build_schema
 from schema.context import Context
+from schema.multipart import handle_multipart
 from storage import db
+from storage.crypto import IntegrityError
+from storage.objects import ObjectMissing, StoreUnavailable
 
 log = logging.getLogger("printvault")
 
@@ -55,7 +62,8 @@ class GraphQLApp(GraphQL):
             build_schema(production=settings.is_production),
             graphql_ide="graphiql" if settings.graphiql_enabled else None,
             allow_queries_via_get=False,
-            multipart_uploads_enabled=True,
+            # Multipart requests never reach strawberry: it would spool files to disk.
+            multipart_uploads_enabled=False,
         )
         self.settings = settings
 
@@ -70,10 +78,53 @@ class GraphQLApp(GraphQL):
         token = _bearer_token(request.headers.get("authorization"))
         if token:
             try:
-                context.viewer, context.user = await auth.authenticate(self.settings, token)
+                context.set_viewer(*await auth.authenticate(self.settings, token))
             except DomainError as error:
                 context.auth_error = error
         return context
+
+
+class GraphQLEndpoint:
+    """/graphql: multipart uploads go to our streaming handler, the rest to strawberry."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.graphql = GraphQLApp(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        content_type = request.headers.get("content-type", "")
+        if request.method == "POST" and content_type.startswith("multipart/"):
+            context = await self.graphql.get_context(request, None)
+            response = await handle_multipart(request, self.graphql.schema, context)
+            await response(scope, receive, send)
+            return
+        await self.graphql(scope, receive, send)
+
+
+async def download(request: Request) -> Response:
+    """/files/<token>: check the link and the caller's right, decrypt, stream."""
+    settings: Settings = request.app.state.settings
+    services = request.app.state.services
+    ip = request.scope.get("client_ip")
+    try:
+        claims = downloads.verify_link(settings, request.path_params["token"])
+        viewer, _ = await auth.user_viewer(claims.user_id)
+        access = policy.Access(viewer, Loaders().providers_of_model.load)
+        model, stream = await downloads.open_download(
+            access, services.store, services.keyring, claims, ip
+        )
+    except DomainError as error:
+        return JSONResponse({"error": error.message, "code": error.code}, status_code=404)
+    except (ObjectMissing, IntegrityError):
+        log.error("download of a model whose object is missing or damaged", exc_info=True)
+        return JSONResponse({"error": "The file is not available.", "code": "INTERNAL"}, 500)
+    except StoreUnavailable:
+        return JSONResponse({"error": "Storage is unavailable; retry.", "code": "INTERNAL"}, 503)
+    headers = {
+        "content-disposition": downloads.content_disposition(model.file_name),
+        "cache-control": "no-store",
+    }
+    return StreamingResponse(stream, media_type="application/octet-stream", headers=headers)
 
 
 def _bearer_token(header: str | None) -> str | None:
@@ -161,7 +212,7 @@ def _security_headers(is_html: bool, tls: bool) -> list[tuple[bytes, bytes]]:
 
 
 async def healthz(request: Request) -> Response:
-    checks = {"database": await _database_ok()}
+    checks = {"database": await _database_ok(), "storage": await _storage_ok(request)}
     ok = all(checks.values())
     return JSONResponse({"ok": ok, **checks}, status_code=200 if ok else 503)
 
@@ -175,6 +226,18 @@ async def _database_ok() -> bool:
     return True
 
 
+async def _storage_ok(request: Request) -> bool:
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        return False
+    try:
+        await asyncio.wait_for(services.store.ping(), 5)
+    except Exception:  # any failure means "not healthy"; the reason goes to the log
+        log.warning("health check: object store unavailable", exc_info=True)
+        return False
+    return True
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
 
@@ -182,20 +245,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await db.connect(settings.database_url)
         try:
-            yield
+            app.state.services = await open_services(settings)
+            try:
+                yield
+            finally:
+                await close_services(app.state.services)
         finally:
             await db.disconnect()
 
-    graphql = GraphQLApp(settings)
     app = Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", GraphQLEndpoint(settings), methods=["GET", "POST"]),
+            Route("/files/{token}", download, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         middleware=[Middleware(RequestGuard, settings=settings)],
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.services = None
     return app
 
 
@@ -248,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     staff.add_argument("email")
     staff.add_argument("--first-name", default="Staff")
     staff.add_argument("--last-name", default="Member")
+    commands.add_parser("worker", help="run analysis jobs from JOB_BROKER_URL (production)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -256,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
             _serve(settings)
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
+        elif args.command == "worker":
+            asyncio.run(run_worker(settings))
         elif args.command == "create-staff":
             asyncio.run(_create_staff(settings, args.email, args.first_name, args.last_name))
     except (SettingsError, DomainError) as error:

@@ -140,6 +140,14 @@ async def _authenticate_api_token(digest: str) -> tuple[Viewer, User]:
     return viewer_for(token.user, api_token_id=token.id), token.user
 
 
+async def user_viewer(user_id: str) -> tuple[Viewer, User]:
+    """The viewer of a user named by a signed link (no session involved)."""
+    user = await User.get_or_none(id=user_id, deleted_at=None)
+    if user is None:
+        raise NotFound("This download link is not valid or has expired.")
+    return viewer_for(user), user
+
+
 async def create_api_token(
     settings: Settings, viewer: Viewer, name: str, ip: str | None
 ) -> tuple[ApiToken, str]:

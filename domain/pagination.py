@@ -20,6 +20,7 @@ from tortoise.queryset import QuerySet
 from domain.errors import BadUserInput
 
 MAX_PAGE = 100
+DEFAULT_PAGE = 20
 T = TypeVar("T")
 
 
@@ -46,13 +47,15 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise BadUserInput("The cursor is not valid.", field="after") from None
 
 
-def check_first(first: int) -> int:
+def check_first(first: int | None) -> int:
+    if first is None:
+        return DEFAULT_PAGE
     if not isinstance(first, int) or first < 1 or first > MAX_PAGE:
         raise BadUserInput(f"first must be between 1 and {MAX_PAGE}.", field="first")
     return first
 
 
-async def paginate(query: QuerySet, first: int, after: str | None) -> Page:
+async def paginate(query: QuerySet, first: int | None, after: str | None) -> Page:
     """Newest first, `first` rows after the cursor."""
     first = check_first(first)
     if after:

@@ -18,6 +18,17 @@ from enum import StrEnum
 from uuid import UUID
 
 from domain.errors import Forbidden, NotFound, Unauthenticated
+from storage.models import OrderStatus
+
+# Statuses in which the assigned provider holds an order, and so may see it and fetch
+# its model's file. A provider that declined, or whose order was cancelled or
+# delivered, holds it no more.
+PROVIDER_ACTIVE_STATUSES = (
+    OrderStatus.ASSIGNED,
+    OrderStatus.ACCEPTED,
+    OrderStatus.IN_PRODUCTION,
+    OrderStatus.SHIPPED,
+)
 
 
 class Rel(StrEnum):
@@ -50,6 +61,8 @@ def _rules(*relations: Rel) -> frozenset[Rel]:
 RULES: dict[str, frozenset[Rel]] = {
     # Queries
     "Query.me": _rules(E),
+    "Query.model": _rules(OWN, PROV, S),
+    "Query.models": _rules(OWN, PROV, S),
     "Query.users": _rules(S),
     "Query.companies": _rules(S),
     # Mutations: accounts
@@ -63,6 +76,11 @@ RULES: dict[str, frozenset[Rel]] = {
     "Mutation.acceptInvitation": _rules(E),
     "Mutation.createApiToken": _rules(A),
     "Mutation.revokeApiToken": _rules(A),
+    # Mutations: models (contract rows "uploadModel, deleteModel", "addComment", "requestDownload")
+    "Mutation.uploadModel": _rules(Rel.CUSTOMER, S),
+    "Mutation.deleteModel": _rules(OWN, S),
+    "Mutation.addComment": _rules(OWN, S),
+    "Mutation.requestDownload": _rules(OWN, PROV, S),
     # User: names for colleagues; contact data for self, company admin and staff.
     "User.id": _rules(SELF, MEMBER, S),
     "User.firstName": _rules(SELF, MEMBER, S),
@@ -82,8 +100,32 @@ RULES: dict[str, frozenset[Rel]] = {
     "Company.kind": _rules(MEMBER, S),
     "Company.address": _rules(MEMBER, S),
     "Company.members": _rules(MEMBER, S),
+    # Model: the provider assigned to an order sees what it needs to print, nothing more.
+    "Model.id": _rules(OWN, PROV, S),
+    "Model.name": _rules(OWN, PROV, S),
+    "Model.fileName": _rules(OWN, PROV, S),
+    "Model.createdAt": _rules(OWN, S),
+    "Model.owner": _rules(OWN, S),
+    "Model.company": _rules(OWN, S),
+    "Model.analysisStatus": _rules(OWN, S),
+    "Model.analysisError": _rules(OWN, S),
+    "Model.metadata": _rules(OWN, S),
+    "Model.comments": _rules(OWN, S),
+    "Model.uploadIp": _rules(S),
+    # Comment: reachable with its model; the author's IP for staff only.
+    "Comment.id": _rules(OWN, S),
+    "Comment.model": _rules(OWN, S),
+    "Comment.author": _rules(OWN, S),
+    "Comment.body": _rules(OWN, S),
+    "Comment.createdAt": _rules(OWN, S),
+    "Comment.ip": _rules(S),
     # Plain value types: whoever may read the field that holds them may read them whole.
     "Address.*": _rules(E),
+    "Dimensions.*": _rules(E),
+    "Printability.*": _rules(E),
+    "PrintabilityIssue.*": _rules(E),
+    "ModelMetadata.*": _rules(E),
+    "DownloadLink.*": _rules(E),
     "AuthPayload.*": _rules(E),
     "TotpSetup.*": _rules(E),
     "Invitation.*": _rules(E),
@@ -203,23 +245,34 @@ def grants(rule: Iterable[Rel], held: frozenset[Rel]) -> bool:
     return not held.isdisjoint(rule)
 
 
-async def can_reach(
-    viewer: Viewer, subject: Subject, providers_of_model: ProvidersOfModel
-) -> bool:
-    held = await relations(viewer, subject, providers_of_model)
-    return grants(REACH[subject.kind], held)
+class Access:
+    """One caller's view of the policy for one request: relations computed once per object."""
 
+    def __init__(self, viewer: Viewer, providers_of_model: ProvidersOfModel) -> None:
+        self.viewer = viewer
+        self._providers_of_model = providers_of_model
+        self._cache: dict[tuple[str, UUID], frozenset[Rel]] = {}
 
-async def authorize(
-    key: str, viewer: Viewer, subject: Subject, providers_of_model: ProvidersOfModel
-) -> None:
-    """Raise unless the caller may do `key` on the object: NOT_FOUND when the
-    object is out of reach (so ids cannot be probed), FORBIDDEN otherwise."""
-    if not viewer.authenticated:
-        raise Unauthenticated()
-    held = await relations(viewer, subject, providers_of_model)
-    if not grants(REACH[subject.kind], held):
-        raise NotFound(f"{subject.kind} not found.")
-    rule = rule_for(key)
-    if rule is None or not grants(rule, held):
-        raise Forbidden()
+    async def relations_to(self, subject: Subject) -> frozenset[Rel]:
+        key = (subject.kind, subject.id)
+        if key not in self._cache:
+            self._cache[key] = await relations(self.viewer, subject, self._providers_of_model)
+        return self._cache[key]
+
+    async def can_reach(self, subject: Subject) -> bool:
+        return grants(REACH[subject.kind], await self.relations_to(subject))
+
+    async def authorize(self, key: str, subject: Subject) -> None:
+        """Raise NOT_FOUND when the object is out of reach, FORBIDDEN when `key` is not granted."""
+        if not self.viewer.authenticated:
+            raise Unauthenticated()
+        held = await self.relations_to(subject)
+        if not grants(REACH[subject.kind], held):
+            raise NotFound(f"{subject.kind} not found.")
+        rule = rule_for(key)
+        if rule is None or not grants(rule, held):
+            raise Forbidden()
+
+    def forget(self, subject: Subject) -> None:
+        """Drop a cached answer after the object's owners changed (e.g. an order reassigned)."""
+        self._cache.pop((subject.kind, subject.id), None)

@@ -24,23 +24,23 @@ def new_token(prefix: str) -> str:
 
 
 def token_digest(secret_key: bytes, token: str) -> str:
-    key = _derive(secret_key, b"token-digest")
+    key = derive_key(secret_key, b"token-digest")
     return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
 
 
 def seal(secret_key: bytes, purpose: bytes, plaintext: str) -> str:
     nonce = secrets.token_bytes(12)
-    sealed = AESGCM(_derive(secret_key, purpose)).encrypt(nonce, plaintext.encode(), purpose)
+    sealed = AESGCM(derive_key(secret_key, purpose)).encrypt(nonce, plaintext.encode(), purpose)
     return base64.urlsafe_b64encode(nonce + sealed).decode()
 
 
 def unseal(secret_key: bytes, purpose: bytes, sealed: str) -> str:
     raw = base64.urlsafe_b64decode(sealed.encode())
-    return AESGCM(_derive(secret_key, purpose)).decrypt(raw[:12], raw[12:], purpose).decode()
+    return AESGCM(derive_key(secret_key, purpose)).decrypt(raw[:12], raw[12:], purpose).decode()
 
 
 @lru_cache(maxsize=32)
-def _derive(secret_key: bytes, purpose: bytes) -> bytes:
+def derive_key(secret_key: bytes, purpose: bytes) -> bytes:
     # One configured secret, independent keys per use: a flaw in one use leaks nothing of another.
     return HKDF(algorithm=SHA256(), length=32, salt=None, info=b"printvault:" + purpose).derive(
         secret_key

@@ -21,7 +21,7 @@ from storage.models import Company, User
 
 def _payload(info: Info, issued: auth.IssuedSession) -> AuthPayload:
     # The rest of the response is read by the person who just proved who they are.
-    info.context.viewer, info.context.user = issued.viewer, issued.user
+    info.context.set_viewer(issued.viewer, issued.user)
     return AuthPayload(
         token=issued.token, expires_at=issued.expires_at, user=UserType(row=issued.user)
     )

@@ -8,15 +8,8 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
-from storage.models import Company, Order, OrderStatus, User
-
-# Statuses in which the assigned provider holds the order (and so may fetch the model file).
-PROVIDER_ACTIVE_STATUSES = (
-    OrderStatus.ASSIGNED,
-    OrderStatus.ACCEPTED,
-    OrderStatus.IN_PRODUCTION,
-    OrderStatus.SHIPPED,
-)
+from domain.policy import PROVIDER_ACTIVE_STATUSES
+from storage.models import Company, ModelMetadata, Order, User
 
 
 def _by_id(rows: Iterable, keys: list[UUID]) -> list:
@@ -49,9 +42,16 @@ async def _providers_of_models(keys: list[UUID]) -> list[frozenset[UUID]]:
     return [frozenset(grouped[key]) for key in keys]
 
 
+async def _metadata(keys: list[UUID]) -> list[ModelMetadata | None]:
+    found = {row.model_id: row for row in await ModelMetadata.filter(model_id__in=keys)}
+    return [found.get(key) for key in keys]
+
+
 class Loaders:
     def __init__(self) -> None:
         self.user = DataLoader(load_fn=_users)
         self.company = DataLoader(load_fn=_companies)
         self.members = DataLoader(load_fn=_members)
         self.providers_of_model = DataLoader(load_fn=_providers_of_models)
+        self.metadata = DataLoader(load_fn=_metadata)
+

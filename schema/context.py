@@ -28,19 +28,15 @@ class Context:
     request: Any = None
     response: Any = None
     loaders: Loaders = field(default_factory=Loaders)
-    _relations: dict[tuple[str, Any], frozenset[policy.Rel]] = field(default_factory=dict)
+    access: policy.Access = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.set_viewer(self.viewer, self.user)
+
+    def set_viewer(self, viewer: Viewer, user: User | None) -> None:
+        """Who the rest of the request is answered for (changes after log-in / sign-up)."""
+        self.viewer, self.user = viewer, user
+        self.access = policy.Access(viewer, self.loaders.providers_of_model.load)
 
     async def relations_to(self, subject: Subject) -> frozenset[policy.Rel]:
-        """The caller's relations to an object, computed once per request and object."""
-        key = (subject.kind, subject.id)
-        if key not in self._relations:
-            self._relations[key] = await policy.relations(
-                self.viewer, subject, self.loaders.providers_of_model.load
-            )
-        return self._relations[key]
-
-    async def can_reach(self, subject: Subject) -> bool:
-        return policy.grants(policy.REACH[subject.kind], await self.relations_to(subject))
-
-    async def authorize(self, key: str, subject: Subject) -> None:
-        await policy.authorize(key, self.viewer, subject, self.loaders.providers_of_model.load)
+        return await self.access.relations_to(subject)

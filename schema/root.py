@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import strawberry
+from strawberry.file_uploads import Upload
 from strawberry.types import Info
 
-from resolvers import accounts
+from resolvers import accounts, models
 from schema.connections import Connection
 from schema.fields import guarded
+from schema.model_types import CommentType, DownloadLinkType, ModelType
 from schema.types import (
     AddressInput,
     AuthPayload,
@@ -28,14 +30,24 @@ class Query:
         return await accounts.me(info)
 
     @guarded()
+    async def model(self, info: Info, id: strawberry.ID) -> ModelType | None:
+        return await models.model(info, id)
+
+    @guarded(description="The models the caller may see, newest first.")
+    async def models(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> Connection[ModelType]:
+        return await models.models(info, first, after)
+
+    @guarded()
     async def users(
-        self, info: Info, first: int = 20, after: str | None = None
+        self, info: Info, first: int | None = 20, after: str | None = None
     ) -> Connection[UserType]:
         return await accounts.users(info, first, after)
 
     @guarded()
     async def companies(
-        self, info: Info, first: int = 20, after: str | None = None
+        self, info: Info, first: int | None = 20, after: str | None = None
     ) -> Connection[CompanyType]:
         return await accounts.companies(info, first, after)
 
@@ -89,3 +101,19 @@ class Mutation:
     @guarded(description="Revoke your API tokens of this name, at once.")
     async def revoke_api_token(self, info: Info, name: str) -> bool:
         return await accounts.revoke_api_token(info, name)
+
+    @guarded(description="Multipart request only; the file is checked and encrypted as it arrives.")
+    async def upload_model(self, info: Info, file: Upload, name: str | None = None) -> ModelType:
+        return await models.upload_model(info, file, name)
+
+    @guarded()
+    async def delete_model(self, info: Info, id: strawberry.ID) -> bool:
+        return await models.delete_model(info, id)
+
+    @guarded()
+    async def add_comment(self, info: Info, model_id: strawberry.ID, body: str) -> CommentType:
+        return await models.add_comment(info, model_id, body)
+
+    @guarded(description="A short-lived link to /files/<token>; each link and download is audited.")
+    async def request_download(self, info: Info, model_id: strawberry.ID) -> DownloadLinkType:
+        return await models.request_download(info, model_id)

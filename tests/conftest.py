@@ -14,6 +14,8 @@ import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -21,6 +23,7 @@ import httpx
 import pytest
 from tortoise import Tortoise, connections
 
+from domain.services import close_services, open_services
 from domain.settings import Settings
 from server import create_app
 from storage import db
@@ -120,12 +123,24 @@ async def database(_connected: str) -> AsyncIterator[str]:
         await connection.execute_script(f"TRUNCATE {', '.join(TABLES)} CASCADE")
 
 
-@pytest.fixture
-async def api(database: str, settings: Settings) -> AsyncIterator[Api]:
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Api]:
+    """The app with its services (httpx does not run the lifespan; this does its part)."""
     app = create_app(settings)
+    app.state.services = await open_services(settings)
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield Api(client, settings)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Api(client, settings, app.state.services)
+    finally:
+        await close_services(app.state.services)
+
+
+@pytest.fixture
+async def api(database: str, settings: Settings, tmp_path: Path) -> AsyncIterator[Api]:
+    # A fresh object store per test, as the database is emptied per test.
+    async with serving(replace(settings, storage_url=f"file://{tmp_path / 'objects'}")) as api:
+        yield api
 
 
 class QueryCounter(logging.Handler):

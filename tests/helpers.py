@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import struct
 import time
 import uuid
 from dataclasses import dataclass
@@ -38,9 +40,34 @@ def email(tag: str = "user") -> str:
 
 
 class Api:
-    def __init__(self, client: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, client: httpx.AsyncClient, settings: Settings, services=None) -> None:
         self.client = client
         self.settings = settings
+        self.services = services
+
+    async def upload(
+        self,
+        content: bytes,
+        file_name: str = "part.stl",
+        token: str | None = None,
+        name: str | None = None,
+        preflight: bool = True,
+    ) -> httpx.Response:
+        """uploadModel as a GraphQL multipart request (the spec's operations, map, file)."""
+        operations = {
+            "query": "mutation($f: Upload!, $n: String) { uploadModel(file: $f, name: $n) "
+            "{ id name fileName analysisStatus } }",
+            "variables": {"f": None, "n": name},
+        }
+        headers = {"Apollo-Require-Preflight": "true"} if preflight else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        files = {
+            "operations": (None, json.dumps(operations), "application/json"),
+            "map": (None, json.dumps({"0": ["variables.f"]}), "application/json"),
+            "0": (file_name, content, "application/octet-stream"),
+        }
+        return await self.client.post("/graphql", files=files, headers=headers)
 
     async def gql(
         self,
@@ -126,3 +153,16 @@ def next_step_code(secret: str) -> str:
     """The code of the next time step: valid (drift) and never yet used."""
     generator = pyotp.TOTP(secret)
     return generator.generate_otp(int(time.time()) // generator.interval + 1)
+
+
+def box_stl(x: float = 10.0, y: float = 20.0, z: float = 30.0, header: bytes = b"box") -> bytes:
+    """A closed, outward-facing box as binary STL: volume x*y*z, area 2(xy+yz+zx)."""
+    v = [(0, 0, 0), (x, 0, 0), (x, y, 0), (0, y, 0), (0, 0, z), (x, 0, z), (x, y, z), (0, y, z)]
+    faces = [
+        (0, 2, 1), (0, 3, 2), (4, 5, 6), (4, 6, 7), (0, 1, 5), (0, 5, 4),
+        (1, 2, 6), (1, 6, 5), (2, 3, 7), (2, 7, 6), (3, 0, 4), (3, 4, 7),
+    ]
+    body = b"".join(
+        struct.pack("<12fH", 0, 0, 0, *v[a], *v[b], *v[c], 0) for a, b, c in faces
+    )
+    return header.ljust(80, b" ") + struct.pack("<I", len(faces)) + body

@@ -1,0 +1,116 @@
+"""3D models: creating one from a stored upload, finding, listing and deleting them."""
+
+from __future__ import annotations
+
+import logging
+
+from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
+
+from domain import audit
+from domain.errors import BadUserInput, NotFound
+from domain.ids import parse_id
+from domain.pagination import Page, paginate
+from domain.policy import PROVIDER_ACTIVE_STATUSES, Access, Subject
+from domain.uploads import StoredUpload
+from domain.validation import clean_name
+from storage.models import AnalysisStatus, Model3D, Order, Role
+from storage.objects import ObjectStore
+
+log = logging.getLogger("printvault.models")
+
+
+def subject_of(model: Model3D) -> Subject:
+    return Subject("Model", model.id, company_id=model.company_id)
+
+
+async def create_model(
+    access: Access, upload: StoredUpload, name: str | None, ip: str | None
+) -> Model3D:
+    """The row for an upload that is already stored; the upload counts as claimed once
+    the row exists, so the object is never deleted under a row that points to it."""
+    viewer = access.viewer
+    if viewer.company_id is None:
+        raise BadUserInput("Staff upload on behalf of a company is not supported yet.")
+    title = clean_name(name, "name", 200) if name and name.strip() else upload.file_name
+    async with in_transaction():
+        model = await Model3D.create(
+            company_id=viewer.company_id,
+            owner_id=viewer.user_id,
+            name=title,
+            file_name=upload.file_name,
+            file_size=upload.size,
+            format=upload.format,
+            object_key=upload.object_key,
+            wrapped_key=upload.wrapped_key,
+            upload_ip=ip,
+            analysis_status=AnalysisStatus.PENDING,
+        )
+        await audit.record(
+            "model.uploaded",
+            actor_id=viewer.user_id,
+            company_id=viewer.company_id,
+            model_id=model.id,
+            ip=ip,
+            size=upload.size,
+            format=upload.format,
+        )
+    upload.claimed = True
+    return model
+
+
+async def find_model(access: Access, model_id: object) -> Model3D:
+    """The model if the caller may reach it; NOT_FOUND otherwise, whether or not it exists."""
+    model = await Model3D.get_or_none(id=parse_id(model_id, "Model"))
+    if model is None or not await access.can_reach(subject_of(model)):
+        raise NotFound("Model not found.")
+    return model
+
+
+async def find_model_for(access: Access, key: str, model_id: object) -> Model3D:
+    model = await Model3D.get_or_none(id=parse_id(model_id, "Model"))
+    if model is None:
+        raise NotFound("Model not found.")
+    await access.authorize(key, subject_of(model))
+    return model
+
+
+def visible_models(access: Access) -> QuerySet[Model3D]:
+    """Every model the caller may reach, as one query (no per-row checks)."""
+    viewer = access.viewer
+    if viewer.role == Role.STAFF:
+        return Model3D.all()
+    if viewer.role == Role.CUSTOMER and viewer.company_id is not None:
+        return Model3D.filter(company_id=viewer.company_id)
+    if viewer.role == Role.PROVIDER and viewer.company_id is not None:
+        held = Order.filter(
+            provider_id=viewer.company_id, status__in=PROVIDER_ACTIVE_STATUSES
+        ).values("model_id")
+        return Model3D.filter(id__in=held)
+    return Model3D.filter(id__isnull=True)  # nobody: an empty result, never everything
+
+
+async def list_models(access: Access, first: int, after: str | None) -> Page[Model3D]:
+    return await paginate(visible_models(access), first, after)
+
+
+async def delete_model(
+    access: Access, store: ObjectStore, model_id: object, ip: str | None
+) -> None:
+    model = await find_model_for(access, "Mutation.deleteModel", model_id)
+    async with in_transaction():
+        await Model3D.filter(id=model.id).delete()
+        await audit.record(
+            "model.deleted",
+            actor_id=access.viewer.user_id,
+            company_id=model.company_id,
+            model_id=model.id,
+            ip=ip,
+        )
+    # After the commit: a failure here leaves an encrypted orphan for the clean-up
+    # job, never a row pointing to a missing object.
+    try:
+        await store.delete(model.object_key)
+    except Exception:  # the row is gone; the orphan sweep will retry the object
+        log.warning("model %s: object not deleted; left for the clean-up job", model.id)
+

@@ -1,0 +1,185 @@
+"""Model types: Model, its metadata, comments and download links."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.types import Info
+
+from domain import comments as comment_rules
+from domain.model_files import subject_of
+from domain.pagination import DEFAULT_PAGE
+from domain.policy import Subject
+from schema.connections import Connection, connection_from_page
+from schema.fields import guarded
+from schema.types import CompanyType, UserType
+from storage.models import AnalysisStatus, Comment, Model3D, ModelMetadata
+
+AnalysisStatusEnum = strawberry.enum(AnalysisStatus, name="AnalysisStatus")
+
+
+@strawberry.type(name="Dimensions", description="Axis-aligned bounding box, millimetres.")
+class DimensionsType:
+    x: float = guarded()
+    y: float = guarded()
+    z: float = guarded()
+
+
+@strawberry.type(name="PrintabilityIssue")
+class PrintabilityIssueType:
+    code: str = guarded()
+    severity: str = guarded()
+    message: str = guarded()
+
+
+@strawberry.type(name="Printability")
+class PrintabilityType:
+    printable: bool = guarded()
+    issues: list[PrintabilityIssueType] = guarded()
+
+
+@strawberry.type(name="ModelMetadata")
+class ModelMetadataType:
+    row: strawberry.Private[ModelMetadata]
+
+    @guarded()
+    def file_name(self) -> str:
+        return self.row.file_name
+
+    @guarded()
+    def file_size(self) -> int:
+        return self.row.file_size
+
+    @guarded()
+    def format(self) -> str:
+        return self.row.format
+
+    @guarded()
+    def dimensions(self) -> DimensionsType:
+        return DimensionsType(x=self.row.size_x, y=self.row.size_y, z=self.row.size_z)
+
+    @guarded(description="mm³. Not trustworthy unless isWatertight (see printability).")
+    def volume(self) -> float:
+        return self.row.volume
+
+    @guarded(description="mm²")
+    def surface_area(self) -> float:
+        return self.row.surface_area
+
+    @guarded()
+    def triangle_count(self) -> int:
+        return self.row.triangle_count
+
+    @guarded()
+    def body_count(self) -> int:
+        return self.row.body_count
+
+    @guarded()
+    def is_watertight(self) -> bool:
+        return self.row.is_watertight
+
+    @guarded()
+    def printability(self) -> PrintabilityType:
+        issues = [PrintabilityIssueType(**issue) for issue in self.row.issues]
+        return PrintabilityType(printable=self.row.printable, issues=issues)
+
+
+@strawberry.type(name="Comment")
+class CommentType:
+    row: strawberry.Private[Comment]
+    model_company_id: strawberry.Private[object]
+
+    def policy_subject(self) -> Subject:
+        return Subject("Comment", self.row.id, company_id=self.model_company_id)
+
+    @guarded()
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.row.id))
+
+    @guarded()
+    async def model(self, info: Info) -> ModelType:
+        return ModelType(row=await Model3D.get(id=self.row.model_id))
+
+    @guarded()
+    async def author(self, info: Info) -> UserType:
+        # People are anonymised, never deleted, so the author always exists.
+        return UserType(row=await info.context.loaders.user.load(self.row.author_id))
+
+    @guarded()
+    def body(self) -> str:
+        return self.row.body
+
+    @guarded()
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @guarded()
+    def ip(self) -> str | None:
+        return self.row.ip
+
+
+@strawberry.type(name="Model")
+class ModelType:
+    row: strawberry.Private[Model3D]
+
+    def policy_subject(self) -> Subject:
+        return subject_of(self.row)
+
+    @guarded()
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.row.id))
+
+    @guarded()
+    def name(self) -> str:
+        return self.row.name
+
+    @guarded()
+    def file_name(self) -> str:
+        return self.row.file_name
+
+    @guarded()
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @guarded()
+    async def owner(self, info: Info) -> UserType:
+        # People are anonymised, never deleted, so the owner always exists.
+        return UserType(row=await info.context.loaders.user.load(self.row.owner_id))
+
+    @guarded()
+    async def company(self, info: Info) -> CompanyType:
+        return CompanyType(row=await info.context.loaders.company.load(self.row.company_id))
+
+    @guarded()
+    def analysis_status(self) -> AnalysisStatusEnum:
+        return AnalysisStatus(self.row.analysis_status)
+
+    @guarded()
+    def analysis_error(self) -> str | None:
+        return self.row.analysis_error
+
+    @guarded(description="Null until analysisStatus is DONE.")
+    async def metadata(self, info: Info) -> ModelMetadataType | None:
+        if self.row.analysis_status != AnalysisStatus.DONE:
+            return None
+        row = await info.context.loaders.metadata.load(self.row.id)
+        return ModelMetadataType(row=row) if row else None
+
+    @guarded()
+    async def comments(
+        self, info: Info, first: int | None = DEFAULT_PAGE, after: str | None = None
+    ) -> Connection[CommentType]:
+        page = await comment_rules.comments_of(self.row.id, first, after)
+        company_id = self.row.company_id
+        return connection_from_page(page, lambda c: CommentType(row=c, model_company_id=company_id))
+
+    @guarded()
+    def upload_ip(self) -> str | None:
+        return self.row.upload_ip
+
+
+@strawberry.type(name="DownloadLink")
+class DownloadLinkType:
+    url: str = guarded()
+    expires_at: datetime = guarded()
