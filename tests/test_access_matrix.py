@@ -9,6 +9,7 @@ policy table itself against shared/API.md's access table.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,16 @@ import pytest
 from domain import policy
 from domain.auth import viewer_for
 from domain.policy import ANONYMOUS, Rel, Subject, Viewer
-from storage.models import Company, CompanyKind, Role
+from storage.models import (
+    AnalysisStatus,
+    Comment,
+    Company,
+    CompanyKind,
+    Model3D,
+    Order,
+    OrderStatus,
+    Role,
+)
 from tests.helpers import ADDRESS, PASSWORD, Api, Caller
 
 DENIED = {"FORBIDDEN", "UNAUTHENTICATED"}
@@ -28,8 +38,10 @@ class World:
     a_admin: Caller
     a_member: Caller
     b_admin: Caller
-    provider: Caller
+    provider: Caller  # assigned to an order of company A's model
+    other_provider: Caller
     staff: Caller
+    model: Model3D  # company A's
 
     def callers(self) -> dict[str, Caller | None]:
         return {
@@ -38,6 +50,7 @@ class World:
             "a_member": self.a_member,
             "b_admin": self.b_admin,
             "provider": self.provider,
+            "other_provider": self.other_provider,
             "staff": self.staff,
         }
 
@@ -46,12 +59,38 @@ class World:
 async def world(api: Api) -> World:
     a_admin = await api.customer()
     company_a = await Company.get(id=a_admin.user.company_id)
+    provider = await api.provider()
+    model = await Model3D.create(
+        company_id=company_a.id,
+        owner_id=a_admin.user.id,
+        name="bracket",
+        file_name="b.stl",
+        format="stl",
+        object_key="models/matrix",
+        wrapped_key="x",
+        analysis_status=AnalysisStatus.DONE,
+        upload_ip="198.51.100.9",
+    )
+    await Comment.create(model_id=model.id, author_id=a_admin.user.id, body="hi", ip="198.51.100.9")
+    await Order.create(
+        model_id=model.id,
+        customer_id=a_admin.user.id,
+        company_id=company_a.id,
+        provider_id=provider.user.company_id,
+        status=OrderStatus.ASSIGNED,
+        quantity=1,
+        material="PLA",
+        shipping_address={},
+        billing_address={},
+    )
     return World(
         a_admin=a_admin,
         a_member=await api.member(company_a, Role.CUSTOMER, admin=False),
         b_admin=await api.customer(),
-        provider=await api.provider(),
+        provider=provider,
+        other_provider=await api.provider(),
         staff=await api.staff(),
+        model=model,
     )
 
 
@@ -63,12 +102,32 @@ async def _no_providers(_model_id) -> frozenset:
     return frozenset()
 
 
+def _providers_of(world: World):
+    async def lookup(model_id) -> frozenset:
+        return (
+            frozenset({world.provider.user.company_id})
+            if model_id == world.model.id
+            else frozenset()
+        )
+
+    return lookup
+
+
 def _fields_of(type_name: str) -> list[str]:
     return [key.split(".", 1)[1] for key in policy.RULES if key.startswith(type_name + ".")]
 
 
 def _selection(field: str) -> str:
-    nested = {"address": "{ city }", "company": "{ id }", "members": "{ id }"}
+    nested = {
+        "address": "{ city }",
+        "company": "{ id }",
+        "members": "{ id }",
+        "owner": "{ id }",
+        "author": "{ id }",
+        "model": "{ id }",
+        "metadata": "{ volume }",
+        "comments": "{ edges { cursor } }",
+    }
     return f"{field} {nested.get(field, '')}"
 
 
@@ -162,11 +221,51 @@ async def test_unreachable_objects_do_not_exist(api: Api, world: World) -> None:
     )
 
 
+# --- Model and Comment fields ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", _fields_of("Model"))
+async def test_model_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    subject = Subject("Model", world.model.id, company_id=world.model.company_id)
+    for caller_name, caller in world.callers().items():
+        if caller is None:
+            continue
+        held = await policy.relations(_viewer(caller), subject, _providers_of(world))
+        body = await api.gql(
+            "query($id: ID!) { model(id: $id) { %s } }" % _selection(field),
+            {"id": str(world.model.id)},
+            token=caller.token,
+        )
+        if not policy.grants(policy.REACH["Model"], held):
+            assert body == {"data": {"model": None}}, (caller_name, field, body)
+            continue
+        expected = "OK" if policy.grants(policy.RULES[f"Model.{field}"], held) else "FORBIDDEN"
+        assert _field_outcome(body, field) == expected, (caller_name, field, body)
+
+
+@pytest.mark.parametrize("field", _fields_of("Comment"))
+async def test_comment_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    subject = Subject("Comment", world.model.id, company_id=world.model.company_id)
+    for caller_name in ("a_admin", "a_member", "staff"):
+        caller = world.callers()[caller_name]
+        assert caller is not None
+        held = await policy.relations(_viewer(caller), subject, _providers_of(world))
+        expected = "OK" if policy.grants(policy.RULES[f"Comment.{field}"], held) else "FORBIDDEN"
+        body = await api.gql(
+            "query($id: ID!) { model(id: $id) { comments { edges { node { %s } } } } }"
+            % _selection(field),
+            {"id": str(world.model.id)},
+            token=caller.token,
+        )
+        assert _field_outcome(body, field) == expected, (caller_name, field, body)
+
+
 # --- Root operations -----------------------------------------------------------------------
 # One document per root field. For callers the policy admits, the answer may be any
 # outcome but a permission error; for the others it must be one.
 def _operations(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
     company_a = str(world.a_admin.user.company_id)
+    model = str(world.model.id)
     return {
         "Query.me": ("{ me { id } }", {}),
         "Query.users": ("{ users { edges { node { id } } } }", {}),
@@ -207,6 +306,24 @@ def _operations(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
             {},
         ),
         "Mutation.createApiToken": ('mutation { createApiToken(name: "") }', {}),
+        "Query.model": ("query($m: ID!) { model(id: $m) { id } }", {"m": model}),
+        "Query.models": ("{ models { edges { node { id } } } }", {}),
+        "Mutation.uploadModel": (
+            "mutation($f: Upload!) { uploadModel(file: $f) { id } }",
+            {"f": "x"},
+        ),
+        "Mutation.deleteModel": (
+            "mutation($m: ID!) { deleteModel(id: $m) }",
+            {"m": str(uuid.uuid4())},
+        ),
+        "Mutation.addComment": (
+            'mutation($m: ID!) { addComment(modelId: $m, body: "") { id } }',
+            {"m": model},
+        ),
+        "Mutation.requestDownload": (
+            "mutation($m: ID!) { requestDownload(modelId: $m) { url } }",
+            {"m": model},
+        ),
         "Mutation.revokeApiToken": ('mutation { revokeApiToken(name: "none") }', {}),
     }
 
@@ -232,7 +349,20 @@ async def test_root_operations_follow_the_policy(api: Api, world: World) -> None
 
 # --- The policy table against shared/API.md's access table ---------------------------------
 # Transcribed from the contract: (rule, who is granted) for the rows implemented so far.
+OWN, PROV = Rel.SAME_COMPANY, Rel.ASSIGNED_PROVIDER
 CONTRACT = {
+    "Model.metadata": {OWN, Rel.STAFF},
+    "Model.comments": {OWN, Rel.STAFF},
+    "Model.owner": {OWN, Rel.STAFF},
+    "Model.id": {OWN, PROV, Rel.STAFF},
+    "Model.name": {OWN, PROV, Rel.STAFF},
+    "Model.fileName": {OWN, PROV, Rel.STAFF},
+    "Mutation.requestDownload": {OWN, PROV, Rel.STAFF},
+    "Mutation.uploadModel": {Rel.CUSTOMER, Rel.STAFF},
+    "Mutation.deleteModel": {OWN, Rel.STAFF},
+    "Mutation.addComment": {OWN, Rel.STAFF},
+    "Model.uploadIp": {Rel.STAFF},
+    "Comment.ip": {Rel.STAFF},
     "Query.users": {Rel.STAFF},
     "Query.companies": {Rel.STAFF},
     "Mutation.createCompany": {Rel.STAFF},
