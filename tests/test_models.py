@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from storage.models import AnalysisStatus, AuditEvent, Comment, Company, CompanyKind, Model3D, Order, Role
+from storage.models import (
+    AnalysisStatus,
+    AuditEvent,
+    Comment,
+    Company,
+    CompanyKind,
+    Model3D,
+    Order,
+    Role,
+)
 from tests.conftest import serving
 from tests.helpers import Api, Caller, box_stl
 
@@ -31,8 +40,8 @@ async def _uploaded(api: Api, caller: Caller, content: bytes | None = None, file
     return body["data"]["uploadModel"]
 
 
-async def _analysed(api: Api, caller: Caller, model_id: str, timeout: float = 60) -> dict:
-    for _ in range(int(timeout * 10)):
+async def _analysed(api: Api, caller: Caller, model_id: str, seconds: float = 60) -> dict:
+    for _ in range(int(seconds * 10)):
         model = (await api.ok(MODEL, {"id": model_id}, caller.token))["model"]
         if model["analysisStatus"] in ("DONE", "FAILED"):
             return model
