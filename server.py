@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from tortoise import connections
 
-from domain import auth, downloads, policy
+from domain import auth, downloads, key_rotation, policy
 from domain.errors import DomainError
 from domain.jobs import run_worker
 from domain.network import client_ip
@@ -40,7 +40,7 @@ from schema.app_schema import build_schema
 from schema.context import Context
 from schema.multipart import handle_multipart
 from storage import db
-from storage.crypto import IntegrityError
+from storage.crypto import IntegrityError, KeyRing
 from storage.objects import ObjectMissing, StoreUnavailable
 
 log = logging.getLogger("printvault")
@@ -301,6 +301,18 @@ async def _create_staff(settings: Settings, email: str, first: str, last: str) -
     print(uri)
 
 
+async def _rotate_keys(settings: Settings) -> None:
+    ring = KeyRing(settings.master_keys, settings.active_key_id)
+    await db.connect(settings.database_url)
+    try:
+        changed = await key_rotation.rotate_keys(ring)
+        in_use = await key_rotation.keys_in_use()
+    finally:
+        await db.disconnect()
+    print(f"re-wrapped {changed} data keys under {ring.active_key_id}")
+    print("data keys per master key:", ", ".join(f"{k}={n}" for k, n in in_use.items()) or "none")
+
+
 def _read_password() -> str:
     if sys.stdin.isatty():
         return getpass.getpass("Password: ")
@@ -317,6 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     staff.add_argument("--first-name", default="Staff")
     staff.add_argument("--last-name", default="Member")
     commands.add_parser("worker", help="run analysis jobs from JOB_BROKER_URL (production)")
+    commands.add_parser("rotate-keys", help="re-wrap data keys under the first MASTER_KEYS key")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -325,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             _serve(settings)
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
+        elif args.command == "rotate-keys":
+            asyncio.run(_rotate_keys(settings))
         elif args.command == "worker":
             asyncio.run(run_worker(settings))
         elif args.command == "create-staff":
