@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from tortoise.expressions import Subquery
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
@@ -86,7 +87,7 @@ def visible_models(access: Access) -> QuerySet[Model3D]:
         held = Order.filter(
             provider_id=viewer.company_id, status__in=PROVIDER_ACTIVE_STATUSES
         ).values("model_id")
-        return Model3D.filter(id__in=held)
+        return Model3D.filter(id__in=Subquery(held))
     return Model3D.filter(id__isnull=True)  # nobody: an empty result, never everything
 
 

@@ -14,6 +14,7 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
 from domain.errors import DomainError
+from storage.objects import StoreUnavailable
 
 log = logging.getLogger("printvault.errors")
 
@@ -65,3 +66,25 @@ class ErrorCodes(MaskErrors):
             original_error=None,
             extensions=extensions,
         )
+
+
+def error_response(error: BaseException, request_id: str) -> tuple[dict, int]:
+    """The body and HTTP status for a failure outside GraphQL execution (multipart
+    transport, before the operation runs), with the same codes and masking."""
+    if isinstance(error, DomainError):
+        status = {"PAYLOAD_TOO_LARGE": 413, "UNAUTHENTICATED": 401}.get(error.code, 400)
+        extensions = {"code": error.code, **error.extensions}
+        return {
+            "data": None,
+            "errors": [{"message": error.message, "extensions": extensions}],
+        }, status
+    if isinstance(error, StoreUnavailable):
+        log.warning("request %s: object store unavailable: %s", request_id, error)
+        message = f"Storage is unavailable; retry later (request id {request_id})."
+        status = 503
+    else:
+        log.error("request %s: unexpected error", request_id, exc_info=error)
+        message = f"Internal error (request id {request_id})."
+        status = 500
+    extensions = {"code": "INTERNAL", "requestId": request_id}
+    return {"data": None, "errors": [{"message": message, "extensions": extensions}]}, status

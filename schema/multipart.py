@@ -25,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from domain import policy, uploads
-from domain.errors import BadUserInput, DomainError, Forbidden, PayloadTooLarge, Unauthenticated
+from domain.errors import BadUserInput, Forbidden, PayloadTooLarge, Unauthenticated
+from schema.errors import error_response
 
 log = logging.getLogger("printvault.multipart")
 
@@ -248,14 +249,8 @@ async def handle_multipart(request: Request, schema: Any, context: Any) -> JSONR
         result = await schema.execute(
             query, variable_values=variables, context_value=context, operation_name=operation_name
         )
-    except DomainError as error:
-        status = 413 if isinstance(error, PayloadTooLarge) else 400
-        body = {
-            "data": None,
-            "errors": [
-                {"message": error.message, "extensions": {"code": error.code, **error.extensions}}
-            ],
-        }
+    except Exception as error:  # every failure gets a code; unexpected ones are masked
+        body, status = error_response(error, context.request_id)
         return JSONResponse(body, status_code=status)
     finally:
         await upload.discard_unclaimed()

@@ -186,6 +186,8 @@ async def test_assigned_provider_sees_name_and_downloads_but_not_metadata(
     for field in ("metadata { volume }", "owner { id }", "comments { edges { cursor } }", "uploadIp"):
         body = await api.gql("query($id: ID!) { model(id: $id) { %s } }" % field, {"id": created["id"]}, provider.token)
         assert body["errors"][0]["extensions"]["code"] == "FORBIDDEN", (field, body)
+    listed = await api.ok("{ models { edges { node { id } } } }", token=provider.token)
+    assert [e["node"]["id"] for e in listed["models"]["edges"]] == [created["id"]]
     link = await api.ok("mutation($m: ID!) { requestDownload(modelId: $m) { url } }", {"m": created["id"]}, provider.token)
     assert (await api.client.get(link["requestDownload"]["url"])).status_code == 200
     for document in ("mutation($m: ID!) { deleteModel(id: $m) }",
