@@ -252,7 +252,7 @@ def _metadata_fields(report: MeshReport) -> dict[str, object]:
 
 
 class AnalysisJob:
-    """Runs the analysis of one model at a time; safe to call concurrently."""
+    """Analyses one model per `run` call; calls may run concurrently."""
 
     def __init__(
         self,
@@ -322,22 +322,26 @@ class AnalysisJob:
         return b"".join([segment async for segment in plain])
 
     async def _settle_error(self, held: Claim, error: Exception) -> Outcome:
-        model_id = held.model.id
+        model = held.model
         if is_transient(error):
-            log.warning("model %s: storage unavailable (%s); postponed", model_id, error)
+            log.warning("model %s: storage unavailable (%s); postponed", model.id, error)
             await self._retry(lambda: release(held))
             return Outcome.POSTPONED
         if isinstance(error, AnalysisFailed):
-            log.info("model %s: analysis failed: %s", model_id, error.reason)
             reason = error.reason
         elif isinstance(error, ObjectMissing):
-            log.warning("model %s: stored object %s is missing", model_id, held.model.object_key)
             reason = MISSING_FILE
         else:
-            log.exception("model %s: unexpected error during analysis", model_id)
+            log.error("model %s: unexpected error during analysis", model.id, exc_info=error)
             reason = INTERNAL_ERROR
         if not await self._retry(lambda: record_failed(held, reason)):
+            # A model deleted meanwhile also loses its object: nothing to report.
+            log.info("model %s: failed, but deleted or taken over meanwhile", model.id)
             return Outcome.DROPPED
+        if isinstance(error, ObjectMissing):
+            log.error("model %s: its stored object %s is missing", model.id, model.object_key)
+        else:
+            log.info("model %s: analysis failed: %s", model.id, reason)
         return Outcome.FAILED
 
     async def _retry(self, step: Callable[[], Awaitable[T]]) -> T:

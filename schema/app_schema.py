@@ -12,6 +12,7 @@ from strawberry.extensions import (
 )
 
 from schema.errors import ErrorCodes
+from schema.limits import AbuseLimits
 from schema.root import Mutation, Query
 
 MAX_DEPTH = 10
@@ -26,6 +27,7 @@ def build_schema(*, production: bool) -> strawberry.Schema:
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: AddValidationRules([AbuseLimits]),
     ]
     if production:
         extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))

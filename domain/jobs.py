@@ -1,0 +1,299 @@
+"""The job queue: analysis jobs on taskiq, in-process or on Redis workers.
+
+- Embedded default (`JOB_BROKER_URL` empty): taskiq's InMemoryBroker runs each
+  job as an asyncio task of the server process; the CPU work itself runs in
+  the analysis child process, reached through a thread, so the event loop
+  never blocks. The server also runs the recovery sweep.
+- Production (`JOB_BROKER_URL=redis://...`): the server only publishes to a
+  Redis stream; `run_worker` processes (`server.py worker`, on any machine
+  that reaches the database, the store and Redis) consume it. A message is
+  acknowledged only after its job ran, so one held by a worker that died
+  stays pending, and a worker claims it (XAUTOCLAIM) once it has been idle
+  for a lease. taskiq-redis only looks for such messages after reading a new
+  one, so on a quiet queue it is the sweep's re-queued message that wakes it.
+
+Either way the `Model3D` row, not the queue, says what is left to do
+(domain/analysis_job.py): a message may be lost or duplicated, and the
+recovery sweep re-queues rows whose job went missing. See
+docs/decisions/0001-job-engine.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import signal
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from uuid import UUID
+
+from redis.exceptions import RedisError
+from taskiq import AsyncBroker, InMemoryBroker
+from taskiq.acks import AcknowledgeType
+from taskiq.exceptions import SendTaskError
+from taskiq.receiver import Receiver
+from taskiq_redis import RedisStreamBroker
+from tortoise.timezone import now as utc_now
+
+from domain.analysis_job import AnalysisJob, JobLimits, stranded
+from domain.settings import Settings, SettingsError
+from storage import db
+from storage.crypto import KeyRing
+from storage.models import AnalysisStatus, Model3D
+from storage.objects import ObjectStore, open_object_store
+
+log = logging.getLogger("printvault.jobs")
+
+TASK_NAME = "printvault.analyse_model"
+DEFAULT_QUEUE = "printvault:analysis"
+CONSUMER_GROUP = "printvault-workers"
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    queue_name: str = DEFAULT_QUEUE  # the Redis stream
+    # Analyses at once in one process: each is a child process on its own core.
+    concurrency: int = field(default_factory=lambda: os.cpu_count() or 1)
+    limits: JobLimits = field(default_factory=JobLimits)
+    # A PENDING row is re-queued when nothing claimed it for this long.
+    pending_grace_s: float = 60.0
+    sweep_interval_s: float = 30.0
+    sweep_batch: int = 200
+    # The stream is trimmed to about this many entries (Redis keeps acked ones).
+    stream_max_len: int = 100_000
+
+
+class JobQueue:
+    """Enqueue analyses; in the embedded default, also run them.
+
+    `start()`/`stop()` bracket its use. `consume()` is for worker processes.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ObjectStore,
+        keyring: KeyRing,
+        options: JobOptions | None = None,
+    ) -> None:
+        self.options = options or JobOptions()
+        self.job = AnalysisJob(settings, store, keyring, self.options.limits)
+        self._broker = _make_broker(settings, self.options, self.job.lease_s)
+        self._slots = asyncio.Semaphore(self.options.concurrency)
+        self._sweeper: asyncio.Task[None] | None = None
+        # Tasks of this process to cancel on stop: in-process jobs and kicks.
+        self._tasks: set[asyncio.Task[object]] = set()
+        # Jobs start from the context of start(), not of whoever enqueued them:
+        # an in-process job must not inherit a request's open transaction.
+        self._context = contextvars.copy_context()
+
+        async def analyse_model(model_id: str) -> None:
+            with self._tracked():
+                async with self._slots:
+                    await self.job.run(UUID(model_id))
+
+        self._task = self._broker.register_task(analyse_model, task_name=TASK_NAME)
+
+    @property
+    def in_process(self) -> bool:
+        return isinstance(self._broker, InMemoryBroker)
+
+    async def start(self) -> None:
+        self._context = contextvars.copy_context()
+        if self.in_process:
+            await self._broker.startup()
+            self._sweeper = asyncio.create_task(self._sweep_forever())
+            return
+        try:
+            await self._broker.startup()
+        except (RedisError, OSError) as error:
+            # The API must not go down with Redis: enqueueing is best effort,
+            # and the workers' sweep re-queues what could not be published.
+            log.warning("job broker unreachable at start-up (%s)", error)
+
+    async def stop(self) -> None:
+        """Stop sweeping and cancel in-process jobs; their rows are recovered later."""
+        tasks = [*self._tasks, *([self._sweeper] if self._sweeper else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._sweeper = None
+        await self._broker.shutdown()
+
+    async def enqueue_analysis(self, model_id: UUID) -> None:
+        """Ask for the model to be analysed. Call it after the row is committed.
+
+        Never raises for an unreachable broker: the row stays PENDING and the
+        recovery sweep enqueues it again.
+        """
+        if self.in_process:
+            self._spawn(self._kick(model_id))
+            return
+        await self._kick(model_id)
+
+    async def consume(self, stop: asyncio.Event) -> None:
+        """Run jobs from the broker and the recovery sweep until `stop` is set."""
+        self._broker.is_worker_process = True
+        sweeper = asyncio.create_task(self._sweep_forever())
+        try:
+            await self._listen_until(stop)
+        finally:
+            sweeper.cancel()
+            await asyncio.gather(sweeper, return_exceptions=True)
+
+    async def sweep(self) -> list[UUID]:
+        """Re-queue models whose job was lost; returns their ids."""
+        now = utc_now()
+        rule = stranded(now, self.job.lease_s, self.options.pending_grace_s)
+        candidates = (
+            await Model3D.filter(rule)
+            .order_by("created_at")
+            .limit(self.options.sweep_batch)
+            .values_list("id", "analysis_attempts")
+        )
+        requeued = []
+        for model_id, attempts in candidates:
+            # Conditional, like a claim: of several sweepers, one re-queues a row,
+            # and the new lease start keeps it from being re-queued again at once.
+            taken = await Model3D.filter(rule, id=model_id, analysis_attempts=attempts).update(
+                analysis_status=AnalysisStatus.PENDING, analysis_started_at=now
+            )
+            if taken:
+                await self.enqueue_analysis(model_id)
+                requeued.append(model_id)
+        if requeued:
+            log.info("recovery sweep re-queued %d model(s)", len(requeued))
+        return requeued
+
+    async def _kick(self, model_id: UUID) -> None:
+        try:
+            await self._task.kiq(model_id=str(model_id))
+        except SendTaskError as error:
+            cause = error.__cause__ or error
+            log.warning("could not enqueue model %s (%s); the sweep will retry", model_id, cause)
+
+    def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(coroutine, context=self._context.copy())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self._tasks.add(task)
+        try:
+            yield
+        finally:
+            self._tasks.discard(task)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep()
+            except Exception:  # the database may be down: try again next round
+                log.warning("recovery sweep failed", exc_info=True)
+            await asyncio.sleep(self.options.sweep_interval_s)
+
+    async def _listen_until(self, stop: asyncio.Event) -> None:
+        delay = 1.0
+        while not stop.is_set():
+            try:
+                # startup() (re)declares the consumer group, e.g. after Redis lost it.
+                await self._broker.startup()
+                await self._receiver().listen(stop)
+                delay = 1.0
+            except Exception:
+                log.warning("job broker unavailable; retrying in %.0fs", delay, exc_info=True)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 30.0)
+
+    def _receiver(self) -> Receiver:
+        return Receiver(
+            broker=self._broker,
+            max_async_tasks=self.options.concurrency,
+            # Take no more messages than can run, so idle workers get the rest.
+            max_prefetch=0,
+            run_startup=False,
+            # Acknowledge after the job ran: a worker's death leaves it pending.
+            ack_type=AcknowledgeType.WHEN_EXECUTED,
+            wait_tasks_timeout=self.job.lease_s,
+        )
+
+
+def _make_broker(settings: Settings, options: JobOptions, lease_s: float) -> AsyncBroker:
+    url = settings.job_broker_url
+    if not url:
+        return InMemoryBroker(sync_tasks_pool_size=1, max_stored_results=1)
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError("JOB_BROKER_URL must be a redis:// or rediss:// URL")
+    return RedisStreamBroker(
+        url,
+        queue_name=options.queue_name,
+        consumer_group_name=CONSUMER_GROUP,
+        # A new group reads what was queued before any worker existed.
+        consumer_id="0",
+        maxlen=options.stream_max_len,
+        # A message unacknowledged for a whole lease belongs to a dead worker.
+        idle_timeout=int(lease_s * 1000),
+        xread_count=1,
+        unacknowledged_batch_size=1,
+        unacknowledged_lock_timeout=10,
+        # An unreachable Redis must not hang an upload; reads block for 2 s at most.
+        socket_connect_timeout=5,
+        socket_timeout=15,
+    )
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    options: JobOptions | None = None,
+    store: ObjectStore | None = None,
+) -> None:
+    """A worker process: run analysis jobs until SIGTERM/SIGINT or cancellation."""
+    if not settings.job_broker_url:
+        raise SettingsError(
+            "the worker needs JOB_BROKER_URL (redis://...); "
+            "without it the server runs analysis jobs itself"
+        )
+    store = store or open_object_store(
+        settings.storage_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_sse=settings.s3_sse,
+        s3_kms_key_id=settings.s3_kms_key_id,
+    )
+    keyring = KeyRing(settings.master_keys, settings.active_key_id)
+    queue = JobQueue(settings, store, keyring, options)
+    # Migrations are the server's (or `server.py migrate`'s) job, not the worker's.
+    await db.connect(settings.database_url, apply_migrations=False)
+    stop = asyncio.Event()
+    try:
+        with _stop_on_signals(stop):
+            log.info("analysis worker started (queue %s)", queue.options.queue_name)
+            await queue.consume(stop)
+    finally:
+        await queue.stop()
+        await store.close()
+        await db.disconnect()
+        log.info("analysis worker stopped")
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """A graceful stop on SIGTERM/SIGINT: take no new jobs, let running ones finish."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,52 @@
+"""The long-lived parts of a server process, opened once at start-up.
+
+The lifespan of the ASGI app opens them after the database and closes them
+before it; resolvers reach them through the request context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from domain.jobs import JobOptions, JobQueue
+from domain.settings import Settings
+from storage.crypto import KeyRing
+from storage.objects import ObjectStore, open_object_store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: ObjectStore
+    keyring: KeyRing
+    jobs: JobQueue
+
+
+async def open_services(settings: Settings, *, job_options: JobOptions | None = None) -> Services:
+    """Build the object store, the key ring and the job queue, and start the queue.
+
+    Call it once the database is connected: in the embedded default the queue
+    starts running jobs (and the recovery sweep) right away.
+    """
+    store = open_object_store(
+        settings.storage_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_sse=settings.s3_sse,
+        s3_kms_key_id=settings.s3_kms_key_id,
+    )
+    keyring = KeyRing(settings.master_keys, settings.active_key_id)
+    jobs = JobQueue(settings, store, keyring, job_options)
+    try:
+        await jobs.start()
+    except BaseException:
+        await store.close()
+        raise
+    return Services(settings=settings, store=store, keyring=keyring, jobs=jobs)
+
+
+async def close_services(services: Services) -> None:
+    """Stop the job queue first: its jobs still use the store."""
+    try:
+        await services.jobs.stop()
+    finally:
+        await services.store.close()
