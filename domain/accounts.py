@@ -15,6 +15,7 @@ from domain.auth import IssuedSession, start_session
 from domain.errors import BadUserInput, Forbidden, NotFound
 from domain.ids import parse_id
 from domain.policy import Viewer
+from domain.rate_limits import RateLimiter
 from domain.secrets_box import new_token, token_digest
 from domain.settings import Settings
 from domain.validation import clean_address, clean_email, clean_name, clean_phone
@@ -40,8 +41,11 @@ class IssuedInvitation:
     expires_at: datetime
 
 
-async def sign_up(settings: Settings, data: SignUp, ip: str | None) -> IssuedSession:
+async def sign_up(
+    settings: Settings, limiter: RateLimiter, data: SignUp, ip: str | None
+) -> IssuedSession:
     """A new customer company with its first user as admin, in one transaction."""
+    await limiter.hit("signup_ip", ip)
     email = clean_email(data.email)
     first_name = clean_name(data.first_name, "firstName")
     last_name = clean_name(data.last_name, "lastName")
@@ -93,8 +97,9 @@ async def begin_totp_enrollment(settings: Settings, viewer: Viewer) -> totp.Totp
 
 
 async def confirm_totp_enrollment(
-    settings: Settings, viewer: Viewer, code: str, ip: str | None
+    settings: Settings, limiter: RateLimiter, viewer: Viewer, code: str, ip: str | None
 ) -> None:
+    await limiter.hit("otp_account", viewer.user_id)
     user = await User.get(id=viewer.user_id)
     if user.mfa_enabled:
         raise BadUserInput("Two-factor authentication is already enabled.")
@@ -122,9 +127,16 @@ async def create_company(
 
 
 async def invite_user(
-    settings: Settings, viewer: Viewer, email: str, role: str, company_id: str, ip: str | None
+    settings: Settings,
+    limiter: RateLimiter,
+    viewer: Viewer,
+    email: str,
+    role: str,
+    company_id: str,
+    ip: str | None,
 ) -> IssuedInvitation:
     """Staff invite anyone anywhere; a company admin invites customers to their own company."""
+    await limiter.hit("invite_user", viewer.user_id)
     address = clean_email(email)
     company = await _company_for_invitation(viewer, parse_id(company_id, "Company"))
     role = Role(role)
@@ -169,12 +181,14 @@ def _check_role_fits_company(role: Role, company: Company) -> None:
 
 async def accept_invitation(
     settings: Settings,
+    limiter: RateLimiter,
     token: str,
     password: str,
     first_name: str,
     last_name: str,
     ip: str | None,
 ) -> IssuedSession:
+    await limiter.hit("accept_invitation_ip", ip)
     first = clean_name(first_name, "firstName")
     last = clean_name(last_name, "lastName")
     digest = token_digest(settings.secret_key, token if isinstance(token, str) else "")

@@ -15,6 +15,7 @@ from tortoise.timezone import now
 from domain import audit, passwords, totp
 from domain.errors import BadUserInput, MfaRequired, NotFound, Unauthenticated
 from domain.policy import Viewer
+from domain.rate_limits import RateLimiter
 from domain.secrets_box import new_token, token_digest
 from domain.settings import Settings
 from domain.validation import clean_name
@@ -64,14 +65,23 @@ async def start_session(settings: Settings, user: User, ip: str | None) -> Issue
 
 
 async def log_in(
-    settings: Settings, email: str, password: str, otp: str | None, ip: str | None
+    settings: Settings,
+    limiter: RateLimiter,
+    email: str,
+    password: str,
+    otp: str | None,
+    ip: str | None,
 ) -> IssuedSession:
     """Check password, then the second factor; the same error for every wrong credential."""
+    await limiter.hit("login_ip", ip)
+    await limiter.hit("login_account", _email_key(email))
     user = await User.get_or_none(email=_email_key(email), deleted_at=None)
     if not await passwords.verify_password(user.password_hash if user else None, password):
         await audit.record("login.failed", actor_id=user.id if user else None, ip=ip)
         raise Unauthenticated("Wrong email or password.")
     assert user is not None
+    if otp:
+        await limiter.hit("otp_account", user.id)
     await _check_second_factor(settings, user, otp, ip)
     if passwords.needs_rehash(user.password_hash):
         user.password_hash = await passwords.hash_password(password)

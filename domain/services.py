@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from domain.jobs import JobOptions, JobQueue
+from domain.rate_limits import RateLimiter
 from domain.settings import Settings
 from storage.crypto import KeyRing
 from storage.objects import ObjectStore, open_object_store
@@ -20,6 +21,7 @@ class Services:
     store: ObjectStore
     keyring: KeyRing
     jobs: JobQueue
+    limiter: RateLimiter
 
 
 async def open_services(settings: Settings, *, job_options: JobOptions | None = None) -> Services:
@@ -41,7 +43,8 @@ async def open_services(settings: Settings, *, job_options: JobOptions | None = 
     except BaseException:
         await store.close()
         raise
-    return Services(settings=settings, store=store, keyring=keyring, jobs=jobs)
+    limiter = RateLimiter(settings.redis_url, settings.rate_limit_prefix, settings.rate_limits)
+    return Services(settings=settings, store=store, keyring=keyring, jobs=jobs, limiter=limiter)
 
 
 async def close_services(services: Services) -> None:

@@ -44,6 +44,8 @@ class Settings:
     download_link_seconds: int = 300
     job_broker_url: str = ""
     redis_url: str = ""
+    rate_limits: str = ""  # overrides, e.g. "login_ip=100/minute"
+    rate_limit_prefix: str = "printvault"
     trusted_proxies: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     analysis_timeout_seconds: int = 120
@@ -92,6 +94,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         download_link_seconds=_int(env, "DOWNLOAD_LINK_SECONDS", 300),
         job_broker_url=env.get("JOB_BROKER_URL", ""),
         redis_url=env.get("REDIS_URL", ""),
+        rate_limits=env.get("RATE_LIMITS", ""),
+        rate_limit_prefix=env.get("RATE_LIMIT_PREFIX", "printvault"),
         trusted_proxies=_csv(env.get("TRUSTED_PROXIES", "")),
         cors_origins=_csv(env.get("CORS_ORIGINS", "")),
         analysis_timeout_seconds=_int(env, "ANALYSIS_TIMEOUT_SECONDS", 120),

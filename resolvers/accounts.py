@@ -49,6 +49,7 @@ async def sign_up(info: Info, data: SignUpInput) -> AuthPayload:
     ctx = info.context
     issued = await accounts.sign_up(
         ctx.settings,
+        ctx.services.limiter,
         accounts.SignUp(
             email=data.email,
             password=data.password,
@@ -65,7 +66,7 @@ async def sign_up(info: Info, data: SignUpInput) -> AuthPayload:
 
 async def log_in(info: Info, email: str, password: str, otp: str | None) -> AuthPayload:
     ctx = info.context
-    issued = await auth.log_in(ctx.settings, email, password, otp, ctx.ip)
+    issued = await auth.log_in(ctx.settings, ctx.services.limiter, email, password, otp, ctx.ip)
     return _payload(info, issued)
 
 
@@ -85,7 +86,9 @@ async def begin_totp_enrollment(info: Info) -> TotpSetupType:
 
 async def confirm_totp_enrollment(info: Info, code: str) -> bool:
     ctx = info.context
-    await accounts.confirm_totp_enrollment(ctx.settings, ctx.viewer, code, ctx.ip)
+    await accounts.confirm_totp_enrollment(
+        ctx.settings, ctx.services.limiter, ctx.viewer, code, ctx.ip
+    )
     return True
 
 
@@ -101,7 +104,9 @@ async def create_company(
 
 async def invite_user(info: Info, email: str, role: str, company_id: str) -> InvitationType:
     ctx = info.context
-    issued = await accounts.invite_user(ctx.settings, ctx.viewer, email, role, company_id, ctx.ip)
+    issued = await accounts.invite_user(
+        ctx.settings, ctx.services.limiter, ctx.viewer, email, role, company_id, ctx.ip
+    )
     return InvitationType(token=issued.token, expires_at=issued.expires_at)
 
 
@@ -110,7 +115,7 @@ async def accept_invitation(
 ) -> AuthPayload:
     ctx = info.context
     issued = await accounts.accept_invitation(
-        ctx.settings, token, password, first_name, last_name, ctx.ip
+        ctx.settings, ctx.services.limiter, token, password, first_name, last_name, ctx.ip
     )
     return _payload(info, issued)
 

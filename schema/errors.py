@@ -33,6 +33,7 @@ class ErrorCodes(MaskErrors):
         while isinstance(original, GraphQLError) and original.original_error is not None:
             original = original.original_error
         if isinstance(original, DomainError):
+            self._retry_after(original)
             return self._rebuild(
                 error, original.message, {"code": original.code, **original.extensions}
             )
@@ -44,6 +45,13 @@ class ErrorCodes(MaskErrors):
         log.error("request %s: unexpected error", request_id, exc_info=original)
         message = f"Internal error (request id {request_id})."
         return self._rebuild(error, message, {"code": "INTERNAL", "requestId": request_id})
+
+    def _retry_after(self, error: DomainError) -> None:
+        """RATE_LIMITED answers carry a Retry-After header, as HTTP clients expect."""
+        seconds = error.extensions.get("retryAfter")
+        response = getattr(self.execution_context.context, "response", None)
+        if seconds is not None and response is not None:
+            response.headers["Retry-After"] = str(seconds)
 
     def _client_message(self, error: GraphQLError) -> str:
         message = error.message
@@ -72,7 +80,8 @@ def error_response(error: BaseException, request_id: str) -> tuple[dict, int]:
     """The body and HTTP status for a failure outside GraphQL execution (multipart
     transport, before the operation runs), with the same codes and masking."""
     if isinstance(error, DomainError):
-        status = {"PAYLOAD_TOO_LARGE": 413, "UNAUTHENTICATED": 401}.get(error.code, 400)
+        statuses = {"PAYLOAD_TOO_LARGE": 413, "UNAUTHENTICATED": 401, "RATE_LIMITED": 429}
+        status = statuses.get(error.code, 400)
         extensions = {"code": error.code, **error.extensions}
         return {
             "data": None,

@@ -147,7 +147,7 @@ class MultipartUpload:
             raise BadUserInput("`operations` and `map` must come before the files.")
         if self.uploads or self._store_task is not None:
             raise BadUserInput("One file per request.")
-        self._check_may_upload()
+        await self._check_may_upload()
         self._queue = asyncio.Queue(maxsize=_QUEUE_DEPTH)
         services = self.context.services
         self._store_task = asyncio.create_task(
@@ -160,13 +160,16 @@ class MultipartUpload:
             )
         )
 
-    def _check_may_upload(self) -> None:
+    async def _check_may_upload(self) -> None:
         """Refuse before reading the file: strangers cannot make us store anything."""
         if self.context.auth_error is not None:
             raise self.context.auth_error
         rule = policy.RULES["Mutation.uploadModel"]
         if not policy.may_attempt(rule, self.context.viewer):
             raise Forbidden() if self.context.viewer.authenticated else Unauthenticated()
+        limiter = self.context.services.limiter
+        await limiter.hit("upload_user", self.context.viewer.user_id)
+        await limiter.hit("upload_ip", self.context.ip)
 
     async def _feed(self, data: bytes) -> None:
         assert self._queue is not None and self._store_task is not None
@@ -251,7 +254,9 @@ async def handle_multipart(request: Request, schema: Any, context: Any) -> JSONR
         )
     except Exception as error:  # every failure gets a code; unexpected ones are masked
         body, status = error_response(error, context.request_id)
-        return JSONResponse(body, status_code=status)
+        retry_after = getattr(error, "extensions", {}).get("retryAfter")
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return JSONResponse(body, status_code=status, headers=headers)
     finally:
         await upload.discard_unclaimed()
     payload: dict[str, Any] = {"data": result.data}

@@ -49,7 +49,9 @@ async def migrate(database_url: str) -> None:
 async def connect(database_url: str, *, apply_migrations: bool = True) -> None:
     if apply_migrations:
         await migrate(database_url)
-    await Tortoise.init(config=tortoise_config(database_url))
+    # Global fallback: uvicorn runs the lifespan in its own task, and requests in
+    # others; without it they would not see the connections opened here.
+    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
 
 
 async def disconnect() -> None:

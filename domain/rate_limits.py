@@ -1,0 +1,77 @@
+"""Rate limits per account and per IP, shared by every server process.
+
+Counters live in Redis when REDIS_URL is set (several processes, several
+machines), else in this process's memory (the embedded default runs one
+process). Windows slide: an account under attack is slowed down, then
+recovers by itself; nobody is locked out for good.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from domain.errors import RateLimited
+
+log = logging.getLogger("printvault.rate_limits")
+
+DEFAULT_LIMITS: dict[str, str] = {
+    "login_ip": "30/minute",
+    "login_account": "10/15 minutes",
+    "otp_account": "10/minute",
+    "signup_ip": "20/hour",
+    "invite_user": "100/hour",
+    "accept_invitation_ip": "30/hour",
+    "upload_user": "200/hour",
+    "upload_ip": "400/hour",
+}
+
+
+def parse_overrides(raw: str) -> dict[str, str]:
+    """`RATE_LIMITS=login_ip=100/minute,signup_ip=5/hour` overrides single rules."""
+    overrides: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in raw.split(","))):
+        name, _, value = entry.partition("=")
+        if name not in DEFAULT_LIMITS:
+            raise ValueError(f"unknown rate limit {name!r}")
+        parse(value)  # raises on a malformed limit
+        overrides[name] = value
+    return overrides
+
+
+class RateLimiter:
+    def __init__(
+        self, redis_url: str = "", prefix: str = "printvault", overrides: str = ""
+    ) -> None:
+        self.storage: Storage = (
+            RedisStorage(_async_uri(redis_url), implementation="redispy", key_prefix=prefix)
+            if redis_url
+            else MemoryStorage()
+        )
+        self.strategy = MovingWindowRateLimiter(self.storage)
+        rules = {**DEFAULT_LIMITS, **parse_overrides(overrides)}
+        self.rules: dict[str, RateLimitItem] = {name: parse(text) for name, text in rules.items()}
+
+    async def hit(self, rule: str, key: object) -> None:
+        """Count one attempt; raise RATE_LIMITED (with retryAfter seconds) past the limit."""
+        if key is None:
+            return
+        item = self.rules[rule]
+        identifier = str(key).casefold()
+        if await self.strategy.hit(item, rule, identifier):
+            return
+        stats = await self.strategy.get_window_stats(item, rule, identifier)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        log.info("rate limit %s reached", rule)
+        raise RateLimited(
+            f"Too many attempts; try again in {retry_after} seconds.", retryAfter=retry_after
+        )
+
+
+def _async_uri(redis_url: str) -> str:
+    return redis_url if redis_url.startswith("async+") else "async+" + redis_url

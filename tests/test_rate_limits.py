@@ -1,0 +1,176 @@
+"""Rate limits: per account and per IP, with Retry-After, sliding (never a
+permanent lock-out), and shared between server processes through Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from storage.models import Model3D
+from tests.conftest import serving
+from tests.helpers import ADDRESS, PASSWORD, box_stl, email
+
+REPO = Path(__file__).resolve().parents[1]
+LOG_IN = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }"
+SIGN_UP = "mutation($i: SignUpInput!) { signUp(input: $i) { token } }"
+
+
+def _codes(body: dict) -> set[str]:
+    return {e["extensions"]["code"] for e in body.get("errors") or []}
+
+
+async def test_log_in_is_slowed_per_account_then_recovers(database, settings, tmp_path) -> None:
+    limited = replace(
+        settings, rate_limits="login_account=3/2 seconds", storage_url=f"file://{tmp_path}"
+    )
+    async with serving(limited) as api:
+        caller = await api.customer()
+        wrong = {"e": caller.user.email, "p": "not the password 123"}
+        for _ in range(3):
+            assert _codes(await api.gql(LOG_IN, wrong)) == {"UNAUTHENTICATED"}
+        response = await api.client.post("/graphql", json={"query": LOG_IN, "variables": wrong})
+        body = response.json()
+        assert _codes(body) == {"RATE_LIMITED"}
+        assert int(response.headers["retry-after"]) >= 1
+        assert body["errors"][0]["extensions"]["retryAfter"] >= 1
+        # Even the right password waits: the attacker cannot tell.
+        assert _codes(await api.gql(LOG_IN, {**wrong, "p": PASSWORD})) == {"RATE_LIMITED"}
+        await asyncio.sleep(2.1)
+        assert (await api.ok(LOG_IN, {**wrong, "p": PASSWORD}))["logIn"]["token"]
+
+
+async def test_sign_up_is_limited_per_ip(database, settings, tmp_path) -> None:
+    limited = replace(settings, rate_limits="signup_ip=2/hour", storage_url=f"file://{tmp_path}")
+    async with serving(limited) as api:
+
+        def data() -> dict:
+            return {
+                "email": email("s"),
+                "password": PASSWORD,
+                "firstName": "A",
+                "lastName": "B",
+                "companyName": "C",
+                "address": ADDRESS,
+            }
+
+        for _ in range(2):
+            await api.ok(SIGN_UP, {"i": data()})
+        assert _codes(await api.gql(SIGN_UP, {"i": data()})) == {"RATE_LIMITED"}
+
+
+async def test_uploads_are_limited_before_any_byte_is_stored(database, settings, tmp_path) -> None:
+    limited = replace(
+        settings, rate_limits="upload_user=1/hour", storage_url=f"file://{tmp_path}/o"
+    )
+    async with serving(limited) as api:
+        caller = await api.customer()
+        assert (await api.upload(box_stl(), token=caller.token)).status_code == 200
+        response = await api.upload(box_stl(), token=caller.token)
+        assert response.status_code == 429 and "retry-after" in response.headers
+        assert _codes(response.json()) == {"RATE_LIMITED"}
+        assert await Model3D.all().count() == 1
+
+
+def test_unknown_rate_limit_names_are_refused() -> None:
+    from domain.rate_limits import parse_overrides
+
+    with pytest.raises(ValueError, match="unknown"):
+        parse_overrides("login=1/minute")
+
+
+# --- two server processes share their counters through Redis --------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _redis_or_skip() -> str:
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as error:
+        if os.environ.get("REQUIRE_REDIS") == "1":
+            pytest.fail(f"Redis required (REQUIRE_REDIS=1) but unreachable: {error}")
+        pytest.skip(f"Redis SKIPPED: unreachable at {url}: {error}")
+    return url
+
+
+def _start_server(env: dict[str, str], port: int) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "server.py", "serve"],
+        cwd=REPO,
+        env={**env, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise AssertionError("server did not start")
+
+
+def test_two_processes_share_the_limits(tmp_path: Path) -> None:
+    redis_url = _redis_or_skip()
+    prefix = f"pvtest-{secrets.token_hex(4)}"
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "REDIS_URL": redis_url,
+        "RATE_LIMIT_PREFIX": prefix,
+        "RATE_LIMITS": "login_account=4/minute",
+        "HOST": "127.0.0.1",
+    }
+    ports = [_free_port(), _free_port()]
+    servers = [_start_server(env, ports[0])]
+    try:
+        servers.append(_start_server(env, ports[1]))  # after the first: it has migrated
+        account = email("shared")
+        signup = {
+            "email": account,
+            "password": PASSWORD,
+            "firstName": "A",
+            "lastName": "B",
+            "companyName": "C",
+            "address": ADDRESS,
+        }
+        httpx.post(
+            f"http://127.0.0.1:{ports[0]}/graphql",
+            json={"query": SIGN_UP, "variables": {"i": signup}},
+            timeout=30,
+        ).raise_for_status()
+        outcomes = []
+        for attempt in range(6):
+            port = ports[attempt % 2]
+            body = httpx.post(
+                f"http://127.0.0.1:{port}/graphql",
+                json={"query": LOG_IN, "variables": {"e": account, "p": "wrong password 1234"}},
+                timeout=30,
+            ).json()
+            outcomes.append(next(iter(_codes(body))))
+        assert outcomes == ["UNAUTHENTICATED"] * 4 + ["RATE_LIMITED"] * 2
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=30)
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
