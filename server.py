@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -60,7 +62,9 @@ class GraphQLApp(GraphQL):
     def __init__(self, settings: Settings) -> None:
         super().__init__(
             build_schema(production=settings.is_production),
-            graphql_ide="graphiql" if settings.graphiql_enabled else None,
+            # The page itself is static and reveals nothing; in production only staff
+            # may introspect, so only staff get a working GraphiQL.
+            graphql_ide="graphiql",
             allow_queries_via_get=False,
             # Multipart requests never reach strawberry: it would spool files to disk.
             multipart_uploads_enabled=False,
@@ -259,7 +263,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/files/{token}", download, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
-        middleware=[Middleware(RequestGuard, settings=settings)],
+        middleware=[
+            Middleware(RequestGuard, settings=settings),
+            # Only configured origins may call from a browser; none by default.
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["POST", "GET"],
+                allow_headers=["Authorization", "Content-Type", "Apollo-Require-Preflight"],
+                max_age=600,
+            ),
+        ],
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -270,17 +284,33 @@ def create_app(settings: Settings | None = None) -> Starlette:
 # --- command line ------------------------------------------------------------------------
 
 
+# Forward secrecy and AEAD ciphers only (what SSL Labs grades A); TLS 1.3 suites are fixed.
+TLS_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS:!SHA1"
+
+
+def tls_context(config: uvicorn.Config, default_factory) -> ssl.SSLContext:
+    """uvicorn's context, restricted to TLS 1.2 and 1.3 with strong ciphers."""
+    context = default_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    return context
+
+
 def _serve(settings: Settings) -> None:
-    uvicorn.run(
+    tls = bool(settings.tls_certfile and settings.tls_keyfile)
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         # The access log would print request paths; it is off so no token in a URL is logged.
         access_log=False,
         proxy_headers=False,
-        ssl_certfile=settings.tls_certfile,
-        ssl_keyfile=settings.tls_keyfile,
+        ssl_certfile=settings.tls_certfile if tls else None,
+        ssl_keyfile=settings.tls_keyfile if tls else None,
+        ssl_context_factory=tls_context if tls else None,
     )
+    uvicorn.Server(config).run()
 
 
 async def _migrate(settings: Settings) -> None:

@@ -60,10 +60,6 @@ class Settings:
         return self.app_env == "production"
 
     @property
-    def graphiql_enabled(self) -> bool:
-        return not self.is_production
-
-    @property
     def active_key_id(self) -> str:
         return next(iter(self.master_keys))
 

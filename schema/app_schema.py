@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import strawberry
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
@@ -9,6 +11,7 @@ from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
+    SchemaExtension,
 )
 
 from schema.errors import ErrorCodes
@@ -30,8 +33,21 @@ def build_schema(*, production: bool) -> strawberry.Schema:
         lambda: AddValidationRules([AbuseLimits]),
     ]
     if production:
-        extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
+        extensions.append(IntrospectionForStaffOnly)
     return QuietSchema(query=Query, mutation=Mutation, extensions=extensions)
+
+
+class IntrospectionForStaffOnly(SchemaExtension):
+    """In production the schema is described to staff (GraphiQL) and to nobody else."""
+
+    def on_operation(self) -> Iterator[None]:
+        viewer = getattr(self.execution_context.context, "viewer", None)
+        if getattr(viewer, "role", None) != "STAFF":
+            self.execution_context.validation_rules = (
+                *self.execution_context.validation_rules,
+                NoSchemaIntrospectionCustomRule,
+            )
+        yield
 
 
 class QuietSchema(strawberry.Schema):
