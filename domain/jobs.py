@@ -38,6 +38,7 @@ from taskiq.receiver import Receiver
 from taskiq_redis import RedisStreamBroker
 from tortoise.timezone import now as utc_now
 
+from domain import maintenance
 from domain.analysis_job import AnalysisJob, JobLimits, stranded
 from domain.settings import Settings, SettingsError
 from storage import db
@@ -80,6 +81,7 @@ class JobQueue:
         options: JobOptions | None = None,
     ) -> None:
         self.options = options or JobOptions()
+        self.settings, self.store, self.keyring = settings, store, keyring
         self.job = AnalysisJob(settings, store, keyring, self.options.limits)
         self._broker = _make_broker(settings, self.options, self.job.lease_s)
         self._slots = asyncio.Semaphore(self.options.concurrency)
@@ -196,6 +198,7 @@ class JobQueue:
         while True:
             try:
                 await self.sweep()
+                await maintenance.run_due(self.settings, self.store, self.keyring)
             except Exception:  # the database may be down: try again next round
                 log.warning("recovery sweep failed", exc_info=True)
             await asyncio.sleep(self.options.sweep_interval_s)

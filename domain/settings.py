@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MIB = 1024 * 1024
+# What customers may order prints in (MATERIALS overrides it, comma-separated).
+DEFAULT_MATERIALS = ("PLA", "PETG", "ABS", "ASA", "TPU", "PA12", "RESIN_STANDARD", "RESIN_TOUGH")
 
 
 class SettingsError(RuntimeError):
@@ -52,8 +54,13 @@ class Settings:
     analysis_memory_bytes: int = 4096 * MIB
     min_wall_thickness_mm: float = 0.8
     build_volume_mm: tuple[float, float, float] = (250.0, 210.0, 220.0)
+    ip_retention_days: int = 30
+    orphan_grace_seconds: int = 3600
+    backup_period_seconds: int = 24 * 3600
+    backup_keep: int = 14
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
+    materials: tuple[str, ...] = DEFAULT_MATERIALS
 
     @property
     def is_production(self) -> bool:
@@ -98,8 +105,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         analysis_memory_bytes=_int(env, "ANALYSIS_MEMORY_BYTES", 4096 * MIB),
         min_wall_thickness_mm=_float(env, "MIN_WALL_THICKNESS_MM", 0.8),
         build_volume_mm=_build_volume(env.get("BUILD_VOLUME_MM", "250x210x220")),
+        ip_retention_days=_int(env, "IP_RETENTION_DAYS", 30),
+        orphan_grace_seconds=_int(env, "ORPHAN_GRACE_SECONDS", 3600),
+        backup_period_seconds=_int(env, "BACKUP_PERIOD_SECONDS", 24 * 3600),
+        backup_keep=_int(env, "BACKUP_KEEP", 14),
         tls_certfile=env.get("TLS_CERTFILE") or None,
         tls_keyfile=env.get("TLS_KEYFILE") or None,
+        materials=_csv(env.get("MATERIALS", "")) or DEFAULT_MATERIALS,
     )
 
 

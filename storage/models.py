@@ -176,6 +176,8 @@ class Model3D(OrmModel):
 
     class Meta:
         table = "model3d"
+        # The recovery sweep looks for stranded jobs by status and start time.
+        indexes = (("analysis_status", "analysis_started_at"),)
 
 
 class ModelMetadata(OrmModel):
@@ -280,3 +282,15 @@ class AuditEvent(OrmModel):
 
     class Meta:
         table = "audit_event"
+
+
+class MaintenanceRun(OrmModel):
+    # One row per periodic task: claiming a run is a conditional update of
+    # last_started_at, so of many server and worker processes exactly one runs it.
+    name = fields.CharField(max_length=64, primary_key=True)
+    last_started_at = fields.DatetimeField()
+    last_finished_at = fields.DatetimeField(null=True)
+    last_error = fields.TextField(null=True)
+
+    class Meta:
+        table = "maintenance_run"

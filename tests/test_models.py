@@ -269,7 +269,7 @@ async def test_a_page_of_models_costs_a_constant_number_of_queries(
                company { name } metadata { volume } } } } }"""
 
     async def cost() -> int:
-        count_queries.count = 0
+        count_queries.reset()
         await api.ok(query, token=customer.token)
         return count_queries.count
 

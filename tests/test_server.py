@@ -10,14 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 from domain import accounts
 from domain.errors import ERROR_CODES
 from domain.network import client_ip
 from domain.settings import Settings, SettingsError, load_settings
-from server import create_app
 from storage.models import Company, Role
 from tests.helpers import PASSWORD, Api, Caller
 
@@ -182,7 +180,7 @@ async def test_a_page_of_users_costs_a_constant_number_of_queries(
     query = "{ users(first: 50) { edges { node { id email company { name members { id } } } } } }"
 
     async def cost() -> int:
-        count_queries.count = 0
+        count_queries.reset()
         await api.ok(query, token=staff.token)
         return count_queries.count
 

@@ -57,6 +57,11 @@ class ObjectStore(Protocol):
         """Every object whose key starts with `prefix`, in no promised order."""
         ...
 
+    async def remove_incomplete(self, older_than: datetime) -> int:
+        """Drop writes a crashed process left half done (temporary files, multipart
+        uploads) started before `older_than`; returns how many."""
+        ...
+
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the store answers and can be used."""
         ...

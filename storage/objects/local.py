@@ -84,6 +84,18 @@ class LocalObjectStore:
                 if info.key.startswith(prefix):
                     yield info
 
+    async def remove_incomplete(self, older_than: datetime) -> int:
+        return await asyncio.to_thread(self._remove_temporaries, older_than.timestamp())
+
+    def _remove_temporaries(self, cutoff: float) -> int:
+        removed = 0
+        for path in self.root.rglob(_TEMP_PREFIX + "*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.is_file() and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
+
     async def ping(self) -> None:
         usable = await asyncio.to_thread(_is_writable_dir, self.root)
         if not usable:

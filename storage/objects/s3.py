@@ -15,6 +15,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import AsyncExitStack
+from datetime import datetime
 from typing import Any
 
 import aioboto3
@@ -152,6 +153,17 @@ class S3ObjectStore:
                 key = item["Key"][len(self.prefix) :]
                 if _is_valid_key(key):
                     yield ObjectInfo(key, item["Size"], item["LastModified"])
+
+    async def remove_incomplete(self, older_than: datetime) -> int:
+        listing = await self._call("list_multipart_uploads", Prefix=self.prefix)
+        removed = 0
+        for upload in listing.get("Uploads", []):
+            if upload["Initiated"] < older_than:
+                await self._call(
+                    "abort_multipart_upload", Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+                removed += 1
+        return removed
 
     async def ping(self) -> None:
         try:
