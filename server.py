@@ -17,6 +17,7 @@ import getpass
 import logging
 import ssl
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,7 +33,7 @@ from strawberry.asgi import GraphQL
 from tortoise import connections
 
 from domain import auth, downloads, key_rotation, policy
-from domain.errors import DomainError
+from domain.errors import DomainError, ServiceUnavailable
 from domain.jobs import run_worker
 from domain.network import client_ip
 from domain.services import close_services, open_services
@@ -40,6 +41,7 @@ from domain.settings import Settings, SettingsError, load_settings
 from resolvers.loaders import Loaders
 from schema.app_schema import build_schema
 from schema.context import Context
+from schema.errors import error_response
 from schema.multipart import handle_multipart
 from storage import db
 from storage.crypto import IntegrityError, KeyRing
@@ -85,6 +87,12 @@ class GraphQLApp(GraphQL):
                 context.set_viewer(*await auth.authenticate(self.settings, token))
             except DomainError as error:
                 context.auth_error = error
+            except Exception:  # the database is down: answer with a code, not a 500 page
+                log.warning("request %s: authentication failed", context.request_id, exc_info=True)
+                context.auth_error = ServiceUnavailable(
+                    f"The service is temporarily unavailable (request id {context.request_id}).",
+                    requestId=context.request_id,
+                )
         return context
 
 
@@ -242,6 +250,12 @@ async def _storage_ok(request: Request) -> bool:
     return True
 
 
+async def _unexpected(request: Request, error: Exception) -> Response:
+    """Last resort: still a JSON error with a code, and no trace for the client."""
+    body, status = error_response(error, uuid.uuid4().hex[:16])
+    return JSONResponse(body, status_code=status)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or load_settings()
 
@@ -275,6 +289,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
         ],
         lifespan=lifespan,
+        exception_handlers={Exception: _unexpected},
     )
     app.state.settings = settings
     app.state.services = None

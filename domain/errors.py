@@ -66,6 +66,13 @@ class InvalidTransition(DomainError):
     default_message = "This status change is not allowed."
 
 
+class ServiceUnavailable(DomainError):
+    """A dependency (database, object store) is down; the client may retry."""
+
+    code = "INTERNAL"
+    default_message = "The service is temporarily unavailable; retry later."
+
+
 ERROR_CODES = frozenset(
     cls.code
     for cls in (

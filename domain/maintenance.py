@@ -54,7 +54,12 @@ async def _truncate_ips(settings: Settings, _store: ObjectStore, _ring: KeyRing)
 def tasks(settings: Settings) -> list[Task]:
     found = [
         Task("ip_retention", timedelta(hours=1), _truncate_ips),
-        Task("abandoned_objects", timedelta(hours=1), remove_abandoned_objects),
+        # Looked for as often as the grace period, at most hourly.
+        Task(
+            "abandoned_objects",
+            timedelta(seconds=min(3600, settings.orphan_grace_seconds)),
+            remove_abandoned_objects,
+        ),
     ]
     if settings.backup_period_seconds > 0:
         from domain.backups import scheduled_backup
