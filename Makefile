@@ -14,9 +14,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# Peer tools the analysis is compared against (Debian packages). Best effort: the
+# Debian tools: pg_dump/pg_restore for PostgreSQL backups, and admesh, a peer the
+# analysis is compared against. Best effort: the
 # comparison tests say SKIPPED when they are missing, they never fail for it.
 peers:
+	@command -v pg_dump >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null) \
+	      || echo "note: could not install postgresql-client; PostgreSQL backups will fail"; \
+	  else echo "note: pg_dump not installed; PostgreSQL backups will fail"; fi; }
 	@command -v admesh >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq admesh >/dev/null) \

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from tortoise import connections
 
-from domain import auth, downloads, key_rotation, policy
+from domain import auth, backups, downloads, key_rotation, policy
 from domain.errors import DomainError, ServiceUnavailable
 from domain.jobs import run_worker
 from domain.network import client_ip
@@ -44,6 +44,7 @@ from schema.context import Context
 from schema.errors import error_response
 from schema.multipart import handle_multipart
 from storage import db
+from storage.backup import BackupError
 from storage.crypto import IntegrityError, KeyRing
 from storage.objects import ObjectMissing, StoreUnavailable
 
@@ -330,6 +331,7 @@ def _serve(settings: Settings) -> None:
 
 async def _migrate(settings: Settings) -> None:
     await db.migrate(settings.database_url)
+    await db.disconnect()  # the migration engine leaves its connection open
     print("database is up to date")
 
 
@@ -375,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     staff.add_argument("--last-name", default="Member")
     commands.add_parser("worker", help="run analysis jobs from JOB_BROKER_URL (production)")
     commands.add_parser("rotate-keys", help="re-wrap data keys under the first MASTER_KEYS key")
+    commands.add_parser("backup", help="back up the database, encrypted, into the object store")
+    restore = commands.add_parser("restore", help="restore a backup into an EMPTY database")
+    restore.add_argument("backup", help="object key, e.g. backups/20260101T030000Z-sqlite.pvbak")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
@@ -383,13 +388,18 @@ def main(argv: list[str] | None = None) -> int:
             _serve(settings)
         elif args.command == "migrate":
             asyncio.run(_migrate(settings))
+        elif args.command == "backup":
+            print(asyncio.run(backups.run_backup(settings)))
+        elif args.command == "restore":
+            asyncio.run(backups.run_restore(settings, args.backup))
+            print(f"restored {args.backup}; now run `server.py migrate`, then start the servers")
         elif args.command == "rotate-keys":
             asyncio.run(_rotate_keys(settings))
         elif args.command == "worker":
             asyncio.run(run_worker(settings))
         elif args.command == "create-staff":
             asyncio.run(_create_staff(settings, args.email, args.first_name, args.last_name))
-    except (SettingsError, DomainError) as error:
+    except (SettingsError, DomainError, BackupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -489,8 +489,7 @@ async def _decrypt(
             yield part
     except IntegrityError:
         raise BackupDamaged(
-            "the backup failed authentication (altered, truncated or renamed); "
-            "nothing was restored"
+            "the backup failed authentication (altered, truncated or renamed); nothing was restored"
         ) from None
 
 
