@@ -168,6 +168,8 @@ def _text_format(head: bytes, text: bytes, ext: str) -> str | None:
 
 def _not_a_model(text: bytes) -> str:
     # Checked last: a binary STL's free header may start with anything.
+    if text.startswith(b"<") and b"<amf" in text.lower():
+        return f"AMF files are not supported: please export {SUPPORTED_TEXT}."
     for magic, kind in _OTHER_MAGIC:
         if text.startswith(magic):
             return f"This file is {kind}, not a 3D model ({SUPPORTED_TEXT})."

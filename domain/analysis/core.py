@@ -1,0 +1,119 @@
+"""`analyse`: from a file's bytes to its ModelMetadata, in this process.
+
+Run it through `sandbox.run_isolated` for uploads: parsers of hostile files
+can take unbounded time or memory, and only a separate process can be
+stopped safely.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .bodies import find_bodies
+from .checks import Facts, printability_issues
+from .edges import collapsed_faces, edge_facts
+from .errors import AnalysisFailed
+from .geometry import Geometry, measure
+from .loaders import load_corners
+from .loaders.limits import check_triangle_count
+from .options import AnalysisOptions
+from .orientation import orient
+from .report import Dimensions, MeshReport, Printability
+from .thickness import Thickness, wall_thickness
+from .weld import weld
+
+MAX_COORDINATE_MM = 1e9
+
+
+def analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) -> MeshReport:
+    """Measure a mesh and judge its printability; raise AnalysisFailed if unusable."""
+    # NaN and infinities are detected and refused explicitly (in `measure`);
+    # numpy's warnings about them on the way would only be noise.
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _analyse(data, file_name, fmt, options)
+
+
+def _analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) -> MeshReport:
+    if not len(data):
+        raise AnalysisFailed("The file is empty.")
+    corners = load_corners(data, fmt, options)
+    if not len(corners):
+        raise AnalysisFailed("The file contains no triangles.")
+    check_triangle_count(len(corners), options.max_triangles)
+    facts = _examine(corners, options)
+    issues = printability_issues(
+        facts,
+        options.min_wall_thickness_mm,
+        options.build_volume_mm,
+        options.thin_wall_error_fraction,
+    )
+    x, y, z = (float(v) for v in facts.size)
+    return MeshReport(
+        file_name=file_name,
+        file_size=len(data),
+        format=fmt,
+        dimensions=Dimensions(x, y, z),
+        volume=facts.orientation.volume,
+        surface_area=facts.area,
+        triangle_count=facts.triangles,
+        body_count=facts.bodies,
+        is_watertight=facts.edges.watertight,
+        printability=Printability.from_issues(issues),
+    )
+
+
+def _examine(corners: np.ndarray, options: AnalysisOptions) -> Facts:
+    geometry = measure(corners)
+    _check_extent(geometry)
+    # One work array for the two big sorts: less peak memory, and fresh pages
+    # cost more to fault in than the sorting itself.
+    scratch = np.empty(3 * len(corners), dtype=np.int64)
+    vertices, faces = weld(corners, scratch=scratch)
+    collapsed = collapsed_faces(faces)
+    edges = edge_facts(faces, len(vertices), collapsed, scratch=scratch)
+    del scratch
+    bodies = find_bodies(len(faces), edges, collapsed)
+    orientation = orient(
+        geometry.face_volume, edges, bodies, ~collapsed, lambda ids: vertices[faces[ids]]
+    )
+    thickness = None
+    # "Inward" is only defined for a closed surface that can face outwards.
+    if edges.watertight and orientation.orientable:
+        thickness = _thickness(vertices, faces, geometry, orientation.flipped, options)
+    return Facts(
+        triangles=len(faces),
+        degenerate=int((collapsed | geometry.flat).sum()),
+        size=geometry.size,
+        area=float(geometry.face_area.sum()),
+        edges=edges,
+        bodies=bodies.count,
+        orientation=orientation,
+        thickness=thickness,
+    )
+
+
+def _check_extent(geometry: Geometry) -> None:
+    # Far beyond any printer; also keeps every later computation finite.
+    if max(np.abs(geometry.lower).max(), np.abs(geometry.upper).max()) > MAX_COORDINATE_MM:
+        raise AnalysisFailed("The model's coordinates are too large (beyond 1000 km).")
+
+
+def _thickness(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    geometry: Geometry,
+    flipped: np.ndarray | None,
+    options: AnalysisOptions,
+) -> Thickness:
+    """Thin-wall check; `flipped` marks triangles to turn round to face outwards."""
+    if flipped is not None:
+        faces = np.where(flipped[:, None], faces[:, [0, 2, 1]], faces)
+    return wall_thickness(
+        vertices,
+        faces,
+        geometry.face_area,
+        geometry.reach,
+        options.min_wall_thickness_mm,
+        options.wall_thickness_samples,
+        options.sampling_seed,
+    )

@@ -1,0 +1,71 @@
+"""What an analysis returns: mirrors the API's `ModelMetadata` (API.md)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Severity = Literal["error", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class Issue:
+    code: str  # stable, e.g. "OPEN_EDGES"; clients switch on it
+    severity: Severity
+    message: str
+
+
+@dataclass(frozen=True)
+class Dimensions:
+    """Axis-aligned bounding box size in millimetres."""
+
+    x: float
+    y: float
+    z: float
+
+
+@dataclass(frozen=True)
+class Printability:
+    printable: bool
+    issues: tuple[Issue, ...]
+
+    @classmethod
+    def from_issues(cls, issues: tuple[Issue, ...]) -> Printability:
+        return cls(printable=not any(i.severity == "error" for i in issues), issues=issues)
+
+
+@dataclass(frozen=True)
+class MeshReport:
+    file_name: str
+    file_size: int
+    format: str
+    dimensions: Dimensions
+    volume: float  # mm³; see the VOLUME_UNRELIABLE issue before trusting it
+    surface_area: float  # mm²
+    triangle_count: int
+    body_count: int
+    is_watertight: bool
+    printability: Printability
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values (snake_case keys), e.g. for storage."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> MeshReport:
+        printability = values["printability"]
+        return cls(
+            file_name=str(values["file_name"]),
+            file_size=int(values["file_size"]),
+            format=str(values["format"]),
+            dimensions=Dimensions(**values["dimensions"]),
+            volume=float(values["volume"]),
+            surface_area=float(values["surface_area"]),
+            triangle_count=int(values["triangle_count"]),
+            body_count=int(values["body_count"]),
+            is_watertight=bool(values["is_watertight"]),
+            printability=Printability(
+                printable=bool(printability["printable"]),
+                issues=tuple(Issue(**issue) for issue in printability["issues"]),
+            ),
+        )
