@@ -14,3 +14,12 @@ from schema.permissions import Policy
 
 def guarded(*args: Any, **kwargs: Any) -> Any:
     return strawberry.field(*args, permission_classes=[Policy], **kwargs)
+
+
+def from_row(attribute: str, **kwargs: Any) -> Any:
+    """A guarded field that reads `attribute` of the ORM row the type wraps."""
+
+    def resolve(root: Any) -> Any:
+        return getattr(root.row, attribute)
+
+    return guarded(resolver=resolve, **kwargs)

@@ -9,7 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from domain.policy import Subject
-from schema.fields import guarded
+from schema.fields import from_row, guarded
 from storage.models import Company, CompanyKind, Role, User
 
 RoleEnum = strawberry.enum(Role, name="Role")
@@ -62,37 +62,18 @@ class UserType:
     def policy_subject(self) -> Subject:
         return Subject("User", self.row.id, company_id=self.row.company_id)
 
-    @guarded()
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.row.id))
-
-    @guarded()
-    def email(self) -> str:
-        return self.row.email
-
-    @guarded()
-    def first_name(self) -> str:
-        return self.row.first_name
-
-    @guarded()
-    def last_name(self) -> str:
-        return self.row.last_name
-
-    @guarded()
-    def phone(self) -> str | None:
-        return self.row.phone
+    id: strawberry.ID = from_row("id")
+    email: str = from_row("email")
+    first_name: str = from_row("first_name")
+    last_name: str = from_row("last_name")
+    phone: str | None = from_row("phone")
 
     @guarded()
     def address(self) -> AddressType | None:
         return AddressType.from_dict(self.row.address)
 
-    @guarded()
-    def role(self) -> RoleEnum:
-        return Role(self.row.role)
-
-    @guarded()
-    def is_company_admin(self) -> bool:
-        return self.row.is_company_admin
+    role: RoleEnum = from_row("role")
+    is_company_admin: bool = from_row("is_company_admin")
 
     @guarded()
     async def company(self, info: Info) -> CompanyType | None:
@@ -101,17 +82,9 @@ class UserType:
         company = await info.context.loaders.company.load(self.row.company_id)
         return CompanyType(row=company) if company else None
 
-    @guarded()
-    def mfa_enabled(self) -> bool:
-        return self.row.mfa_enabled
-
-    @guarded()
-    def created_at(self) -> datetime:
-        return self.row.created_at
-
-    @guarded()
-    def signup_ip(self) -> str | None:
-        return self.row.signup_ip
+    mfa_enabled: bool = from_row("mfa_enabled")
+    created_at: datetime = from_row("created_at")
+    signup_ip: str | None = from_row("signup_ip")
 
 
 @strawberry.type(name="Company")
@@ -121,17 +94,9 @@ class CompanyType:
     def policy_subject(self) -> Subject:
         return Subject("Company", self.row.id, company_id=self.row.id)
 
-    @guarded()
-    def id(self) -> strawberry.ID:
-        return strawberry.ID(str(self.row.id))
-
-    @guarded()
-    def name(self) -> str:
-        return self.row.name
-
-    @guarded()
-    def kind(self) -> CompanyKindEnum:
-        return CompanyKind(self.row.kind)
+    id: strawberry.ID = from_row("id")
+    name: str = from_row("name")
+    kind: CompanyKindEnum = from_row("kind")
 
     @guarded()
     def address(self) -> AddressType | None:
