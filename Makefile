@@ -45,6 +45,8 @@ lint: $(STAMP)
 bench: $(STAMP) peers
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/analysis.py
+	$(BIN)/python bench/upload.py
+	$(BIN)/python bench/load.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -27,20 +27,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import math
-import os
-import platform
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,20 +44,30 @@ import httpx
 import strawberry
 from strawberry.asgi import GraphQL
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
-PASSWORD = "correct horse battery staple 42"
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as bench/api.py
+
+from bench.common import (
+    HOST,
+    TargetFailed,
+    TargetSkipped,
+    child_env,
+    cpu_seconds,
+    create_database,
+    free_port,
+    log_problems,
+    on_sigterm,
+    percentile,
+    pg_url,
+    print_machine,
+    sign_up,
+    subprocess_running,
+    wait_healthy,
+)
+
 REQUEST_TIMEOUT = 10.0
 MAX_REQUESTS_PER_CLIENT = 1_000_000  # per round: a bound on count next to the bound on time
-PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 TARGETS = ("floor", "sqlite", "postgres")
-# The only variables a subprocess inherits; anything else in the caller's environment
-# (STORAGE_URL, MASTER_KEYS, proxies...) must not change what is measured.
-INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
 
-SIGN_UP = "mutation($input: SignUpInput!) { signUp(input: $input) { token } }"
 ME_QUERY = "{ me { company { name } } }"
 FLOOR_QUERY = "{ __typename }"
 
@@ -106,11 +111,7 @@ class Result:
 
     def percentile_ms(self, p: float) -> float:
         """Nearest-rank percentile of the latencies, in milliseconds."""
-        if not self.latencies:
-            return math.nan
-        ordered = sorted(self.latencies)
-        rank = max(1, math.ceil(p / 100 * len(ordered)))
-        return ordered[rank - 1] * 1000
+        return percentile(self.latencies, p) * 1000
 
 
 @dataclass
@@ -125,111 +126,6 @@ class Target:
     pid: int
     log_path: Path
     result: Result
-
-
-class TargetFailed(RuntimeError):
-    """A target could not be measured: a one-line summary, and the detail (a log tail)."""
-
-    def __init__(self, summary: str, detail: str = "") -> None:
-        super().__init__(summary)
-        self.summary = summary
-        self.detail = detail
-
-
-class TargetSkipped(RuntimeError):
-    """A target that is optional here (PostgreSQL) is not available."""
-
-
-# --- processes -------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def child_env(**overrides: str) -> dict[str, str]:
-    env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(overrides)
-    return env
-
-
-@contextlib.contextmanager
-def subprocess_running(cmd: list[str], env: dict[str, str], log_path: Path) -> Iterator[Any]:
-    """Start cmd (output to log_path); always terminate it, then kill it if it lingers."""
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # a Ctrl-C reaches only us, and we stop it in order
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(STOP_TIMEOUT)
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join("    | " + line for line in text.splitlines()[-lines:])
-
-
-def log_problems(path: Path, limit: int = 5) -> list[str]:
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return []
-    markers = (" WARNING ", " ERROR ", "Traceback")
-    return [line for line in lines if any(m in line for m in markers)][:limit]
-
-
-def wait_healthy(base_url: str, proc: Any, path: str, log_path: Path) -> None:
-    """Poll base_url+path until it answers 200, the process dies, or START_TIMEOUT passes."""
-    deadline = time.monotonic() + START_TIMEOUT
-    last = "no answer"
-    with httpx.Client(trust_env=False, timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise TargetFailed(
-                    f"the process exited with status {proc.returncode}", log_tail(log_path)
-                )
-            try:
-                response = client.get(base_url + path)
-                if response.status_code == 200:
-                    return
-                last = f"HTTP {response.status_code}"
-            except httpx.HTTPError as error:
-                last = type(error).__name__
-            time.sleep(0.2)
-    raise TargetFailed(
-        f"{path} did not answer 200 within {START_TIMEOUT:.0f} s (last: {last})",
-        log_tail(log_path),
-    )
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User+system CPU seconds of a process, from /proc (None where there is no /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 # --- starting the targets --------------------------------------------------------------
@@ -295,66 +191,10 @@ def start_server(
     )
 
 
-def sign_up(base_url: str, company: str) -> str:
-    variables = {
-        "input": {
-            "email": f"bench-{secrets.token_hex(6)}@example.com",
-            "password": PASSWORD,
-            "firstName": "Bench",
-            "lastName": "Mark",
-            "companyName": company,
-            "address": {
-                "line1": "Benchstraße 1",
-                "postalCode": "10115",
-                "city": "Berlin",
-                "country": "DE",
-            },
-        }
-    }
-    with httpx.Client(trust_env=False, timeout=30.0) as client:
-        response = client.post(
-            base_url + "/graphql", json={"query": SIGN_UP, "variables": variables}
-        )
-    try:
-        return response.json()["data"]["signUp"]["token"]
-    except (ValueError, KeyError, TypeError):
-        raise TargetFailed(
-            f"signUp failed: HTTP {response.status_code}", "    | " + response.text[:1000]
-        ) from None
-
-
-async def _pg_admin(statement: str) -> None:
-    import asyncpg  # the server's own driver; imported here so the rest runs without it
-
-    conn = await asyncpg.connect(
-        host=PG_HOST, port=PG_PORT, user=PG_USER, database="postgres", timeout=5
-    )
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def _drop_database(name: str) -> None:
-    # Runs after the server is stopped; FORCE (PostgreSQL 13+) ends any connection left.
-    try:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        print(f"  postgres: dropped database {name}")
-    except Exception as error:  # report it and go on: the figures are still valid
-        print(f"  postgres: could not drop database {name}: {error}")
-
-
 def start_postgres(stack: contextlib.ExitStack, workdir: Path) -> Target:
-    name = f"pv_bench_{secrets.token_hex(4)}"  # [0-9a-f] only: safe to quote into SQL
-    try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-    except Exception as error:  # any reason PostgreSQL cannot be used means: skip it
-        raise TargetSkipped(f"{type(error).__name__}: {error}".splitlines()[0]) from None
-    stack.callback(_drop_database, name)  # registered first, so it runs after the server stops
-    print(f"  postgres: created database {name}")
-    return start_server(
-        stack, "postgres", workdir, f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
-    )
+    # Registered in the stack first, so the database is dropped after the server stops.
+    name = create_database(stack)
+    return start_server(stack, "postgres", workdir, pg_url(name))
 
 
 # --- load ------------------------------------------------------------------------------
@@ -517,21 +357,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def print_header(args: argparse.Namespace) -> None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    system = f"{platform.machine()}, {platform.system()} {platform.release()}"
-    load = "/".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    print(f"date      {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")
-    print(f"machine   nproc={cores} ({system}), load average {load} at start")
-    print(f"python    {platform.python_implementation()} {platform.python_version()}")
+    print_machine()
     print(
         f"load      {args.concurrency} keep-alive clients per target (httpx, one asyncio loop), "
         f"{args.warmup:g} s warm-up + {args.seconds:g} s in {args.rounds} rounds, loopback"
     )
-
-
-def on_sigterm() -> None:
-    """A SIGTERM unwinds like Ctrl-C: the with blocks stop servers and drop the database."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -314,12 +314,25 @@ class AnalysisJob:
         log.info("model %s: analysis done", model.id)
         return Outcome.DONE
 
-    async def _fetch(self, model: Model3D) -> bytes:
-        """The decrypted file, in memory only: plaintext never touches the disk."""
+    async def _fetch(self, model: Model3D) -> bytearray:
+        """The decrypted file, in memory only: plaintext never touches the disk.
+
+        Filled into one buffer of the file's known size, so the peak is one copy
+        of the file, not the segments plus their join."""
         data_key = unwrap(self.keyring, WrappedKey.from_str(model.wrapped_key))
         chunks = self.store.get(model.object_key)
         plain = decrypt_stream(chunks, data_key, associated=model.object_key.encode())
-        return b"".join([segment async for segment in plain])
+        buffer = bytearray(model.file_size)
+        view, filled = memoryview(buffer), 0
+        async for segment in plain:
+            end = filled + len(segment)
+            if end > len(buffer):
+                raise AnalysisFailed("The stored file is larger than when it was uploaded.")
+            view[filled:end] = segment
+            filled = end
+        if filled != len(buffer):
+            raise AnalysisFailed("The stored file is smaller than when it was uploaded.")
+        return buffer
 
     async def _settle_error(self, held: Claim, error: Exception) -> Outcome:
         model = held.model
