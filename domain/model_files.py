@@ -114,4 +114,3 @@ async def delete_model(
         await store.delete(model.object_key)
     except Exception:  # the row is gone; the orphan sweep will retry the object
         log.warning("model %s: object not deleted; left for the clean-up job", model.id)
-

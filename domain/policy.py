@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from uuid import UUID
 
+from domain import audit
 from domain.errors import Forbidden, NotFound, Unauthenticated
 from storage.models import OrderStatus
 
@@ -65,6 +66,9 @@ RULES: dict[str, frozenset[Rel]] = {
     "Query.models": _rules(OWN, PROV, S),
     "Query.users": _rules(S),
     "Query.companies": _rules(S),
+    "Query.order": _rules(OWN, PROV, S),
+    "Query.orders": _rules(OWN, PROV, S),
+    "Query.auditLog": _rules(S),
     # Mutations: accounts
     "Mutation.signUp": _rules(E),
     "Mutation.logIn": _rules(E),
@@ -81,6 +85,12 @@ RULES: dict[str, frozenset[Rel]] = {
     "Mutation.deleteModel": _rules(OWN, S),
     "Mutation.addComment": _rules(OWN, S),
     "Mutation.requestDownload": _rules(OWN, PROV, S),
+    # Mutations: orders. A print request comes from the model's company only (staff
+    # do not order for customers); which status step each may take is the state
+    # machine's business (domain/order_states.py), on top of these rules.
+    "Mutation.requestOrder": _rules(OWN),
+    "Mutation.assignOrder": _rules(S),
+    "Mutation.updateOrderStatus": _rules(OWN, PROV, S),
     # User: names for colleagues; contact data for self, company admin and staff.
     "User.id": _rules(SELF, MEMBER, S),
     "User.firstName": _rules(SELF, MEMBER, S),
@@ -111,6 +121,7 @@ RULES: dict[str, frozenset[Rel]] = {
     "Model.analysisError": _rules(OWN, S),
     "Model.metadata": _rules(OWN, S),
     "Model.comments": _rules(OWN, S),
+    "Model.orders": _rules(OWN, PROV, S),  # and each order only if the caller reaches it
     "Model.uploadIp": _rules(S),
     # Comment: reachable with its model; the author's IP for staff only.
     "Comment.id": _rules(OWN, S),
@@ -119,6 +130,42 @@ RULES: dict[str, frozenset[Rel]] = {
     "Comment.body": _rules(OWN, S),
     "Comment.createdAt": _rules(OWN, S),
     "Comment.ip": _rules(S),
+    # Order: what the provider needs to print and ship, nothing more. The customer
+    # (a person) and the billing data are the customer's business and staff's: the
+    # provider ships to `shippingAddress` and invoices the platform, not the customer.
+    # The provider's identity is staff's and the provider's own: the platform brokers.
+    "Order.id": _rules(OWN, PROV, S),
+    "Order.model": _rules(OWN, PROV, S),
+    "Order.status": _rules(OWN, PROV, S),
+    "Order.quantity": _rules(OWN, PROV, S),
+    "Order.material": _rules(OWN, PROV, S),
+    "Order.shippingAddress": _rules(OWN, PROV, S),
+    "Order.history": _rules(OWN, PROV, S),
+    "Order.createdAt": _rules(OWN, PROV, S),
+    "Order.nextSteps": _rules(OWN, PROV, S),
+    "Order.customer": _rules(OWN, S),
+    "Order.billingAddress": _rules(OWN, S),
+    "Order.billingInfo": _rules(OWN, S),
+    "Order.provider": _rules(PROV, S),
+    "Order.ip": _rules(S),
+    # OrderEvent: reachable with its order. Who acted (a person of another company,
+    # or staff) and from where is staff's business; the others see what and when.
+    "OrderEvent.status": _rules(OWN, PROV, S),
+    "OrderEvent.at": _rules(OWN, PROV, S),
+    "OrderEvent.note": _rules(OWN, PROV, S),
+    "OrderEvent.by": _rules(S),
+    "OrderEvent.ip": _rules(S),
+    # The audit trail: staff only, every field.
+    "AuditEvent.id": _rules(S),
+    "AuditEvent.at": _rules(S),
+    "AuditEvent.kind": _rules(S),
+    "AuditEvent.actor": _rules(S),
+    "AuditEvent.actorId": _rules(S),
+    "AuditEvent.companyId": _rules(S),
+    "AuditEvent.modelId": _rules(S),
+    "AuditEvent.orderId": _rules(S),
+    "AuditEvent.ip": _rules(S),
+    "AuditEvent.detail": _rules(S),
     # Plain value types: whoever may read the field that holds them may read them whole.
     "Address.*": _rules(E),
     "Dimensions.*": _rules(E),
@@ -143,6 +190,7 @@ REACH: dict[str, frozenset[Rel]] = {
     "Model": _rules(OWN, PROV, S),
     "Comment": _rules(OWN, S),
     "Order": _rules(OWN, PROV, S),
+    "AuditEvent": _rules(S),
 }
 
 # What a relation requires of the caller alone; used on root fields, before any object is known.
@@ -248,8 +296,11 @@ def grants(rule: Iterable[Rel], held: frozenset[Rel]) -> bool:
 class Access:
     """One caller's view of the policy for one request: relations computed once per object."""
 
-    def __init__(self, viewer: Viewer, providers_of_model: ProvidersOfModel) -> None:
+    def __init__(
+        self, viewer: Viewer, providers_of_model: ProvidersOfModel, ip: str | None = None
+    ) -> None:
         self.viewer = viewer
+        self.ip = ip
         self._providers_of_model = providers_of_model
         self._cache: dict[tuple[str, UUID], frozenset[Rel]] = {}
 
@@ -263,16 +314,42 @@ class Access:
         return grants(REACH[subject.kind], await self.relations_to(subject))
 
     async def authorize(self, key: str, subject: Subject) -> None:
-        """Raise NOT_FOUND when the object is out of reach, FORBIDDEN when `key` is not granted."""
+        """Raise NOT_FOUND when the object is out of reach, FORBIDDEN when `key` is not granted.
+
+        Both refusals of an authenticated caller are audited: they are what probing
+        for other companies' ids, or a partner tool overstepping, looks like.
+        """
         if not self.viewer.authenticated:
             raise Unauthenticated()
         held = await self.relations_to(subject)
         if not grants(REACH[subject.kind], held):
+            await record_denial(self.viewer, self.ip, key, "not_found", subject)
             raise NotFound(f"{subject.kind} not found.")
         rule = rule_for(key)
         if rule is None or not grants(rule, held):
+            await record_denial(self.viewer, self.ip, key, "forbidden", subject)
             raise Forbidden()
 
     def forget(self, subject: Subject) -> None:
         """Drop a cached answer after the object's owners changed (e.g. an order reassigned)."""
         self._cache.pop((subject.kind, subject.id), None)
+
+
+async def record_denial(
+    viewer: Viewer, ip: str | None, key: str, reason: str, subject: Subject | None = None
+) -> None:
+    """The audit event `permission.denied`: who was refused what, on which object, from where."""
+    ids: dict[str, UUID | None] = {}
+    if subject is not None:
+        ids["model_id"] = subject.id if subject.kind == "Model" else subject.model_id
+        ids["order_id"] = subject.id if subject.kind == "Order" else None
+    await audit.record(
+        "permission.denied",
+        actor_id=viewer.user_id,
+        company_id=viewer.company_id,
+        ip=ip,
+        operation=key,
+        reason=reason,
+        subject=f"{subject.kind}:{subject.id}" if subject is not None else None,
+        **ids,
+    )

@@ -9,7 +9,7 @@ from uuid import UUID
 from strawberry.dataloader import DataLoader
 
 from domain.policy import PROVIDER_ACTIVE_STATUSES
-from storage.models import Company, ModelMetadata, Order, User
+from storage.models import Company, Model3D, ModelMetadata, Order, OrderEvent, User
 
 
 def _by_id(rows: Iterable, keys: list[UUID]) -> list:
@@ -42,6 +42,24 @@ async def _providers_of_models(keys: list[UUID]) -> list[frozenset[UUID]]:
     return [frozenset(grouped[key]) for key in keys]
 
 
+async def _models(keys: list[UUID]) -> list[Model3D | None]:
+    return _by_id(await Model3D.filter(id__in=keys), keys)
+
+
+async def _orders_of_models(keys: list[UUID]) -> list[list[Order]]:
+    grouped: dict[UUID, list[Order]] = defaultdict(list)
+    for order in await Order.filter(model_id__in=keys).order_by("-created_at", "-id"):
+        grouped[order.model_id].append(order)
+    return [grouped[key] for key in keys]
+
+
+async def _order_events(keys: list[UUID]) -> list[list[OrderEvent]]:
+    grouped: dict[UUID, list[OrderEvent]] = defaultdict(list)
+    for event in await OrderEvent.filter(order_id__in=keys).order_by("id"):
+        grouped[event.order_id].append(event)
+    return [grouped[key] for key in keys]
+
+
 async def _metadata(keys: list[UUID]) -> list[ModelMetadata | None]:
     found = {row.model_id: row for row in await ModelMetadata.filter(model_id__in=keys)}
     return [found.get(key) for key in keys]
@@ -54,4 +72,6 @@ class Loaders:
         self.members = DataLoader(load_fn=_members)
         self.providers_of_model = DataLoader(load_fn=_providers_of_models)
         self.metadata = DataLoader(load_fn=_metadata)
-
+        self.model = DataLoader(load_fn=_models)
+        self.orders_of_model = DataLoader(load_fn=_orders_of_models)
+        self.order_events = DataLoader(load_fn=_order_events)

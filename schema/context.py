@@ -36,7 +36,7 @@ class Context:
     def set_viewer(self, viewer: Viewer, user: User | None) -> None:
         """Who the rest of the request is answered for (changes after log-in / sign-up)."""
         self.viewer, self.user = viewer, user
-        self.access = policy.Access(viewer, self.loaders.providers_of_model.load)
+        self.access = policy.Access(viewer, self.loaders.providers_of_model.load, ip=self.ip)
 
     async def relations_to(self, subject: Subject) -> frozenset[policy.Rel]:
         return await self.access.relations_to(subject)

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 from strawberry.types import Info
 
 from domain import comments as comment_rules
 from domain.model_files import subject_of
+from domain.orders import subject_of as order_subject
 from domain.pagination import DEFAULT_PAGE
 from domain.policy import Subject
 from schema.connections import Connection, connection_from_page
 from schema.fields import guarded
 from schema.types import CompanyType, UserType
 from storage.models import AnalysisStatus, Comment, Model3D, ModelMetadata
+
+if TYPE_CHECKING:
+    from schema.order_types import OrderType
 
 AnalysisStatusEnum = strawberry.enum(AnalysisStatus, name="AnalysisStatus")
 
@@ -173,6 +178,16 @@ class ModelType:
         page = await comment_rules.comments_of(self.row.id, first, after)
         company_id = self.row.company_id
         return connection_from_page(page, lambda c: CommentType(row=c, model_company_id=company_id))
+
+    @guarded(description="The orders of this model that the caller may see, newest first.")
+    async def orders(
+        self, info: Info
+    ) -> list[Annotated[OrderType, strawberry.lazy("schema.order_types")]]:
+        from schema.order_types import OrderType  # a cycle: orders name their model
+
+        rows = await info.context.loaders.orders_of_model.load(self.row.id)
+        access = info.context.access
+        return [OrderType(row=row) for row in rows if await access.can_reach(order_subject(row))]
 
     @guarded()
     def upload_ip(self) -> str | None:

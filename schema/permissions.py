@@ -34,7 +34,8 @@ class Policy(BasePermission):
 
     async def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
         context = info.context
-        rule = policy.rule_for(f"{info.path.typename}.{info.field_name}")
+        key = f"{info.path.typename}.{info.field_name}"
+        rule = policy.rule_for(key)
         if rule is not None and policy.Rel.EVERYONE in rule:
             return True
         if context.auth_error is not None:
@@ -42,7 +43,11 @@ class Policy(BasePermission):
         viewer = context.viewer
         if rule is not None and await _granted(rule, source, context):
             return True
-        raise Forbidden() if viewer.authenticated else Unauthenticated()
+        if not viewer.authenticated:
+            raise Unauthenticated()
+        if info.path.typename in ("Query", "Mutation"):  # an operation refused outright
+            await policy.record_denial(viewer, context.ip, key, "forbidden")
+        raise Forbidden()
 
 
 async def _granted(rule: frozenset[policy.Rel], source: Any, context: Any) -> bool:

@@ -6,10 +6,11 @@ import strawberry
 from strawberry.file_uploads import Upload
 from strawberry.types import Info
 
-from resolvers import accounts, models
+from resolvers import accounts, models, orders
 from schema.connections import Connection
 from schema.fields import guarded
 from schema.model_types import CommentType, DownloadLinkType, ModelType
+from schema.order_types import AuditEventType, OrderInput, OrderStatusEnum, OrderType
 from schema.types import (
     AddressInput,
     AuthPayload,
@@ -50,6 +51,36 @@ class Query:
         self, info: Info, first: int | None = 20, after: str | None = None
     ) -> Connection[CompanyType]:
         return await accounts.companies(info, first, after)
+
+    @guarded(description="Null when the order does not exist or is not yours to see.")
+    async def order(self, info: Info, id: strawberry.ID) -> OrderType | None:
+        return await orders.order(info, id)
+
+    @guarded(
+        description="The orders the caller may see, newest first: a customer its company's, "
+        "a provider those assigned to it and still open, staff all."
+    )
+    async def orders(
+        self,
+        info: Info,
+        first: int | None = 20,
+        after: str | None = None,
+        status: OrderStatusEnum | None = None,
+    ) -> Connection[OrderType]:
+        return await orders.list_orders(info, first, after, status)
+
+    @guarded(description="The audit trail, newest first (staff).")
+    async def audit_log(
+        self,
+        info: Info,
+        first: int | None = 50,
+        after: str | None = None,
+        kind: str | None = None,
+        user_id: strawberry.ID | None = None,
+        model_id: strawberry.ID | None = None,
+        order_id: strawberry.ID | None = None,
+    ) -> Connection[AuditEventType]:
+        return await orders.audit_events(info, first, after, kind, user_id, model_id, order_id)
 
 
 @strawberry.type
@@ -117,3 +148,19 @@ class Mutation:
     @guarded(description="A short-lived link to /files/<token>; each link and download is audited.")
     async def request_download(self, info: Info, model_id: strawberry.ID) -> DownloadLinkType:
         return await models.request_download(info, model_id)
+
+    @guarded(description="A print request for one of your company's models.")
+    async def request_order(self, info: Info, input: OrderInput) -> OrderType:
+        return await orders.request_order(info, input)
+
+    @guarded(description="Hand an order to a print service, or to another one (staff).")
+    async def assign_order(
+        self, info: Info, order_id: strawberry.ID, provider_company_id: strawberry.ID
+    ) -> OrderType:
+        return await orders.assign_order(info, order_id, provider_company_id)
+
+    @guarded(description="One step of the order state machine; see Order.nextSteps.")
+    async def update_order_status(
+        self, info: Info, order_id: strawberry.ID, status: OrderStatusEnum, note: str | None = None
+    ) -> OrderType:
+        return await orders.update_order_status(info, order_id, status, note)

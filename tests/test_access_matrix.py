@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from domain import policy
+from domain import orders, policy
 from domain.auth import viewer_for
 from domain.policy import ANONYMOUS, Rel, Subject, Viewer
 from storage.models import (
@@ -25,10 +25,11 @@ from storage.models import (
     CompanyKind,
     Model3D,
     Order,
+    OrderEvent,
     OrderStatus,
     Role,
 )
-from tests.helpers import ADDRESS, PASSWORD, Api, Caller
+from tests.helpers import ADDRESS, ADDRESS_DICT, PASSWORD, Api, Caller
 
 DENIED = {"FORBIDDEN", "UNAUTHENTICATED"}
 
@@ -42,6 +43,7 @@ class World:
     other_provider: Caller
     staff: Caller
     model: Model3D  # company A's
+    order: Order  # of that model, assigned to `provider`
 
     def callers(self) -> dict[str, Caller | None]:
         return {
@@ -72,7 +74,7 @@ async def world(api: Api) -> World:
         upload_ip="198.51.100.9",
     )
     await Comment.create(model_id=model.id, author_id=a_admin.user.id, body="hi", ip="198.51.100.9")
-    await Order.create(
+    order = await Order.create(
         model_id=model.id,
         customer_id=a_admin.user.id,
         company_id=company_a.id,
@@ -80,17 +82,25 @@ async def world(api: Api) -> World:
         status=OrderStatus.ASSIGNED,
         quantity=1,
         material="PLA",
-        shipping_address={},
-        billing_address={},
+        shipping_address=ADDRESS_DICT,
+        billing_address=ADDRESS_DICT,
+        billing_info="PO 4711",
+        ip="198.51.100.9",
     )
+    for status in (OrderStatus.REQUESTED, OrderStatus.ASSIGNED):
+        await OrderEvent.create(
+            order_id=order.id, status=status, by_id=a_admin.user.id, note="n", ip="198.51.100.9"
+        )
+    staff = await api.staff()
     return World(
         a_admin=a_admin,
         a_member=await api.member(company_a, Role.CUSTOMER, admin=False),
         b_admin=await api.customer(),
         provider=provider,
         other_provider=await api.provider(),
-        staff=await api.staff(),
+        staff=staff,
         model=model,
+        order=order,
     )
 
 
@@ -127,6 +137,14 @@ def _selection(field: str) -> str:
         "model": "{ id }",
         "metadata": "{ volume }",
         "comments": "{ edges { cursor } }",
+        "orders": "{ id }",
+        "customer": "{ id }",
+        "provider": "{ id }",
+        "shippingAddress": "{ city }",
+        "billingAddress": "{ city }",
+        "history": "{ status }",
+        "by": "{ id }",
+        "actor": "{ id }",
     }
     return f"{field} {nested.get(field, '')}"
 
@@ -260,12 +278,80 @@ async def test_comment_fields_follow_the_policy(api: Api, world: World, field: s
         assert _field_outcome(body, field) == expected, (caller_name, field, body)
 
 
+# --- Order, OrderEvent and AuditEvent fields ------------------------------------------------
+
+
+@pytest.mark.parametrize("field", _fields_of("Order"))
+async def test_order_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    subject = orders.subject_of(world.order)
+    for caller_name, caller in world.callers().items():
+        if caller is None:
+            continue
+        held = await policy.relations(_viewer(caller), subject, _providers_of(world))
+        body = await api.gql(
+            "query($id: ID!) { order(id: $id) { %s } }" % _selection(field),
+            {"id": str(world.order.id)},
+            token=caller.token,
+        )
+        if not policy.grants(policy.REACH["Order"], held):
+            assert body == {"data": {"order": None}}, (caller_name, field, body)
+            continue
+        expected = "OK" if policy.grants(policy.RULES[f"Order.{field}"], held) else "FORBIDDEN"
+        assert _field_outcome(body, field) == expected, (caller_name, field, body)
+
+
+@pytest.mark.parametrize("field", _fields_of("OrderEvent"))
+async def test_order_event_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    """Events are reached through their order's history, by whoever reaches the order."""
+    subject = orders.subject_of(world.order)
+    for caller_name, caller in world.callers().items():
+        if caller is None:
+            continue
+        held = await policy.relations(_viewer(caller), subject, _providers_of(world))
+        body = await api.gql(
+            "query($id: ID!) { order(id: $id) { history { %s } } }" % _selection(field),
+            {"id": str(world.order.id)},
+            token=caller.token,
+        )
+        if not policy.grants(policy.REACH["Order"], held):
+            assert body == {"data": {"order": None}}, (caller_name, field, body)
+            continue
+        rule = policy.RULES[f"OrderEvent.{field}"]
+        expected = "OK" if policy.grants(rule, held) else "FORBIDDEN"
+        assert _field_outcome(body, field) == expected, (caller_name, field, body)
+        if expected == "OK":  # a provider's history starts with its assignment
+            steps = 1 if Rel.ASSIGNED_PROVIDER in held and Rel.STAFF not in held else 2
+            assert len(body["data"]["order"]["history"]) == steps, body
+
+
+@pytest.mark.parametrize("field", _fields_of("AuditEvent"))
+async def test_audit_event_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    """The trail is reached only through auditLog: everyone else is refused at the root."""
+    for caller_name, caller in world.callers().items():
+        body = await api.gql(
+            "{ auditLog(first: 5) { edges { node { id %s } } } }" % _selection(field),
+            token=caller.token if caller else None,
+        )
+        viewer = _viewer(caller)
+        if not policy.may_attempt(policy.RULES["Query.auditLog"], viewer):
+            expected = "UNAUTHENTICATED" if caller is None else "FORBIDDEN"
+            assert body["data"] is None, (caller_name, field, body)
+            assert {e["extensions"]["code"] for e in body["errors"]} == {expected}
+            continue
+        nodes = [edge["node"] for edge in body["data"]["auditLog"]["edges"]]
+        assert nodes, body
+        held = await policy.relations(viewer, Subject("AuditEvent", 1), _no_providers)
+        expected = "OK" if policy.grants(policy.RULES[f"AuditEvent.{field}"], held) else "FORBIDDEN"
+        assert _field_outcome(body, field) == expected, (caller_name, field, body)
+
+
 # --- Root operations -----------------------------------------------------------------------
 # One document per root field. For callers the policy admits, the answer may be any
 # outcome but a permission error; for the others it must be one.
 def _operations(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
     company_a = str(world.a_admin.user.company_id)
     model = str(world.model.id)
+    order = str(world.order.id)
     return {
         "Query.me": ("{ me { id } }", {}),
         "Query.users": ("{ users { edges { node { id } } } }", {}),
@@ -325,6 +411,29 @@ def _operations(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
             {"m": model},
         ),
         "Mutation.revokeApiToken": ('mutation { revokeApiToken(name: "none") }', {}),
+        "Query.order": ("query($o: ID!) { order(id: $o) { id } }", {"o": order}),
+        "Query.orders": ("{ orders { edges { node { id } } } }", {}),
+        "Query.auditLog": ("{ auditLog { edges { node { id } } } }", {}),
+        "Mutation.requestOrder": (
+            "mutation($i: OrderInput!) { requestOrder(input: $i) { id } }",
+            {
+                "i": {
+                    "modelId": model,
+                    "quantity": 0,  # refused as input by whoever may order: nothing changes
+                    "material": "PLA",
+                    "shippingAddress": ADDRESS,
+                    "billingAddress": ADDRESS,
+                }
+            },
+        ),
+        "Mutation.assignOrder": (
+            "mutation($o: ID!, $c: ID!) { assignOrder(orderId: $o, providerCompanyId: $c) { id } }",
+            {"o": str(uuid.uuid4()), "c": company_a},
+        ),
+        "Mutation.updateOrderStatus": (
+            "mutation($o: ID!) { updateOrderStatus(orderId: $o, status: DELIVERED) { id } }",
+            {"o": order},  # an invalid step from ASSIGNED for everyone: nothing changes
+        ),
     }
 
 
@@ -345,6 +454,8 @@ async def test_root_operations_follow_the_policy(api: Api, world: World) -> None
             else:
                 expected = "UNAUTHENTICATED" if caller is None else "FORBIDDEN"
                 assert codes == {expected}, (key, caller_name, body)
+    # The documents above change nothing: the order is where the world left it.
+    assert (await Order.get(id=world.order.id)).status == OrderStatus.ASSIGNED
 
 
 # --- The policy table against shared/API.md's access table ---------------------------------
@@ -370,12 +481,38 @@ CONTRACT = {
     "User.email": {Rel.SELF, Rel.COMPANY_ADMIN, Rel.STAFF},
     "User.phone": {Rel.SELF, Rel.COMPANY_ADMIN, Rel.STAFF},
     "User.address": {Rel.SELF, Rel.COMPANY_ADMIN, Rel.STAFF},
+    # "requestOrder": the model's company only; not even staff order for customers.
+    "Mutation.requestOrder": {OWN},
+    # "see an order (incl. shipping address)"
+    "Query.order": {OWN, PROV, Rel.STAFF},
+    "Query.orders": {OWN, PROV, Rel.STAFF},
+    "Order.id": {OWN, PROV, Rel.STAFF},
+    "Order.status": {OWN, PROV, Rel.STAFF},
+    "Order.shippingAddress": {OWN, PROV, Rel.STAFF},
+    "Order.history": {OWN, PROV, Rel.STAFF},
+    "Model.orders": {OWN, PROV, Rel.STAFF},
+    # "updateOrderStatus": every party to the order; which step is order_states' table.
+    "Mutation.updateOrderStatus": {OWN, PROV, Rel.STAFF},
+    "Mutation.assignOrder": {Rel.STAFF},
+    # IP addresses: staff only.
+    "Order.ip": {Rel.STAFF},
+    "OrderEvent.ip": {Rel.STAFF},
+    "AuditEvent.ip": {Rel.STAFF},
+    "Query.auditLog": {Rel.STAFF},
 }
 
 
 @pytest.mark.parametrize("key", sorted(CONTRACT))
 def test_contract_rows_match_the_policy_table(key: str) -> None:
     assert set(policy.RULES[key]) == CONTRACT[key]
+
+
+def test_contract_ip_addresses_for_staff_only_everywhere() -> None:
+    ip_fields = [key for key in policy.RULES if key.endswith((".ip", "Ip"))]
+    assert len(ip_fields) >= 6, ip_fields
+    assert {key: set(policy.RULES[key]) for key in ip_fields} == {
+        key: {Rel.STAFF} for key in ip_fields
+    }
 
 
 def test_contract_invitations() -> None:

@@ -1,0 +1,244 @@
+"""Print orders: requesting one, assigning it to a print service, moving its status.
+
+Every change is one transaction: the order row, an OrderEvent (who, when, note,
+IP) and an audit event, or nothing. Which step may follow which, and who may
+take it, is domain/order_states.py; who may touch an order at all is
+domain/policy.py. Two changes of the same order cannot both win: each names
+the `version` it read and updates only if that is still the version stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from tortoise.expressions import F
+from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
+
+from domain import audit, order_states
+from domain.errors import BadUserInput, InvalidTransition, NotFound
+from domain.ids import parse_id
+from domain.model_files import find_model_for
+from domain.order_states import Actor, Via
+from domain.pagination import Page, paginate
+from domain.policy import PROVIDER_ACTIVE_STATUSES, Access, Rel, Subject
+from domain.validation import clean_address, clean_text
+from storage.models import Company, CompanyKind, Order, OrderEvent, OrderStatus, Role
+
+MIN_QUANTITY, MAX_QUANTITY = 1, 10_000
+MAX_BILLING_INFO = 500
+MAX_NOTE = 2_000
+
+
+def subject_of(order: Order) -> Subject:
+    # A provider holds an order only while it is active: once it declined, or the
+    # order was cancelled or delivered, it neither sees the order nor fetches the file.
+    holder = order.provider_id if order.status in PROVIDER_ACTIVE_STATUSES else None
+    return Subject("Order", order.id, company_id=order.company_id, provider_id=holder)
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    model_id: object
+    quantity: int
+    material: str
+    shipping_address: dict[str, Any]
+    billing_address: dict[str, Any]
+    billing_info: str | None = None
+
+
+def clean_quantity(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadUserInput("quantity must be a whole number.", field="quantity")
+    if not MIN_QUANTITY <= value <= MAX_QUANTITY:
+        raise BadUserInput(
+            f"quantity must be between {MIN_QUANTITY} and {MAX_QUANTITY}.", field="quantity"
+        )
+    return value
+
+
+def clean_material(value: Any, materials: Sequence[str]) -> str:
+    """The configured spelling of a known material (matched without regard to case)."""
+    wanted = value.strip().casefold() if isinstance(value, str) else None
+    for material in materials:
+        if material.casefold() == wanted:
+            return material
+    raise BadUserInput(f"material must be one of: {', '.join(materials)}.", field="material")
+
+
+async def request_order(
+    access: Access, materials: Sequence[str], request: OrderRequest, ip: str | None
+) -> Order:
+    """A customer asks for prints of one of its company's models: status REQUESTED."""
+    model = await find_model_for(access, "Mutation.requestOrder", request.model_id)
+    quantity = clean_quantity(request.quantity)
+    material = clean_material(request.material, materials)
+    shipping = clean_address(request.shipping_address, "shippingAddress", required=True)
+    billing = clean_address(request.billing_address, "billingAddress", required=True)
+    info = clean_text(
+        request.billing_info, "billingInfo", max_length=MAX_BILLING_INFO, required=False
+    )
+    viewer = access.viewer
+    async with in_transaction():
+        order = await Order.create(
+            model_id=model.id,
+            customer_id=viewer.user_id,
+            company_id=model.company_id,
+            status=OrderStatus.REQUESTED,
+            quantity=quantity,
+            material=material,
+            shipping_address=shipping,
+            billing_address=billing,
+            billing_info=info,
+            ip=ip,
+        )
+        await OrderEvent.create(
+            order_id=order.id, status=OrderStatus.REQUESTED, by_id=viewer.user_id, ip=ip
+        )
+        await audit.record(
+            "order.requested",
+            actor_id=viewer.user_id,
+            company_id=model.company_id,
+            model_id=model.id,
+            order_id=order.id,
+            ip=ip,
+            quantity=quantity,
+            material=material,
+        )
+    return order
+
+
+async def find_order(access: Access, order_id: object) -> Order:
+    """The order if the caller may reach it; NOT_FOUND otherwise, whether or not it exists."""
+    order = await Order.get_or_none(id=parse_id(order_id, "Order"))
+    if order is None or not await access.can_reach(subject_of(order)):
+        raise NotFound("Order not found.")
+    return order
+
+
+async def find_order_for(access: Access, key: str, order_id: object) -> Order:
+    order = await Order.get_or_none(id=parse_id(order_id, "Order"))
+    if order is None:
+        raise NotFound("Order not found.")
+    await access.authorize(key, subject_of(order))
+    return order
+
+
+async def assign_order(
+    access: Access, order_id: object, provider_company_id: object, ip: str | None
+) -> Order:
+    """Staff hand an order to a print service (or to another one: the rights move at once)."""
+    order = await find_order_for(access, "Mutation.assignOrder", order_id)
+    provider = await Company.get_or_none(id=parse_id(provider_company_id, "Company"))
+    if provider is None:
+        raise NotFound("Company not found.")
+    if provider.kind != CompanyKind.PRINT_SERVICE:
+        raise BadUserInput(
+            "Orders can only be assigned to a print service.", field="providerCompanyId"
+        )
+    order_states.check(order.status, OrderStatus.ASSIGNED, Actor.STAFF, Via.ASSIGN)
+    changed = await _move(access, order, OrderStatus.ASSIGNED, None, ip, provider_id=provider.id)
+    # Whatever this request computed about the order's holders is now out of date.
+    access.forget(subject_of(order))
+    return changed
+
+
+async def update_status(
+    access: Access, order_id: object, status: OrderStatus, note: str | None, ip: str | None
+) -> Order:
+    order = await find_order_for(access, "Mutation.updateOrderStatus", order_id)
+    text = clean_text(note, "note", max_length=MAX_NOTE, required=False)
+    actor = actor_of(await access.relations_to(subject_of(order)))
+    order_states.check(order.status, OrderStatus(status), actor)
+    # The response is answered with the rights the caller acted with: a provider that
+    # just declined or delivered still sees the order it changed, not afterwards.
+    return await _move(access, order, OrderStatus(status), text, ip)
+
+
+def history_for(events: Sequence[OrderEvent], actor: Actor) -> list[OrderEvent]:
+    """A provider sees the history from its own assignment on: what an earlier
+    provider noted (why it declined, say) is none of the next one's business."""
+    events = list(events)
+    if actor is not Actor.PROVIDER:
+        return events
+    starts = [i for i, event in enumerate(events) if event.status == OrderStatus.ASSIGNED]
+    return events[starts[-1] :] if starts else events
+
+
+def actor_of(held: frozenset[Rel]) -> Actor:
+    """The caller's part in an order, from its relations to it (one role per user)."""
+    if Rel.STAFF in held:
+        return Actor.STAFF
+    if Rel.ASSIGNED_PROVIDER in held:
+        return Actor.PROVIDER
+    if Rel.SAME_COMPANY in held:
+        return Actor.CUSTOMER
+    raise NotFound("Order not found.")  # unreachable after authorize; never guess a part
+
+
+async def _move(
+    access: Access,
+    order: Order,
+    target: OrderStatus,
+    note: str | None,
+    ip: str | None,
+    *,
+    provider_id: UUID | None = None,
+) -> Order:
+    """Write the step unless someone changed the order since `order` was read.
+
+    The UPDATE names the version read: of two concurrent steps, the second matches
+    no row (PostgreSQL re-checks the condition after waiting for the first's row
+    lock; SQLite runs one writer at a time) and fails with INVALID_TRANSITION.
+    """
+    changes: dict[str, Any] = {"status": target, "version": F("version") + 1}
+    if provider_id is not None:
+        changes["provider_id"] = provider_id
+    source, previous_provider = order.status, order.provider_id
+    async with in_transaction():
+        updated = await Order.filter(id=order.id, version=order.version).update(**changes)
+        if updated != 1:
+            raise InvalidTransition(
+                "The order was changed by someone else meanwhile; reload it and try again.",
+                reason="STALE",
+            )
+        await OrderEvent.create(
+            order_id=order.id, status=target, by_id=access.viewer.user_id, note=note, ip=ip
+        )
+        detail: dict[str, Any] = {"from": str(source), "to": str(target)}
+        if provider_id is not None:
+            detail |= {"provider_id": provider_id, "previous_provider_id": previous_provider}
+        await audit.record(
+            "order.assigned" if provider_id is not None else "order.status_changed",
+            actor_id=access.viewer.user_id,
+            company_id=order.company_id,
+            model_id=order.model_id,
+            order_id=order.id,
+            ip=ip,
+            **detail,
+        )
+    return await Order.get(id=order.id)
+
+
+def visible_orders(access: Access) -> QuerySet[Order]:
+    """Every order the caller may reach, as one query (the same sets as the policy's REACH)."""
+    viewer = access.viewer
+    if viewer.role == Role.STAFF:
+        return Order.all()
+    if viewer.role == Role.CUSTOMER and viewer.company_id is not None:
+        return Order.filter(company_id=viewer.company_id)
+    if viewer.role == Role.PROVIDER and viewer.company_id is not None:
+        return Order.filter(provider_id=viewer.company_id, status__in=PROVIDER_ACTIVE_STATUSES)
+    return Order.filter(id__isnull=True)  # nobody: an empty result, never everything
+
+
+async def list_orders(
+    access: Access, first: int | None, after: str | None, status: OrderStatus | None
+) -> Page[Order]:
+    query = visible_orders(access)
+    if status is not None:
+        query = query.filter(status=OrderStatus(status))
+    return await paginate(query, first, after)

@@ -1,0 +1,208 @@
+"""Order types: Order, its history (OrderEvent), OrderInput, and the audit trail's AuditEvent."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import strawberry
+from strawberry.types import Info
+
+from domain import order_states
+from domain.errors import NotFound
+from domain.orders import actor_of, history_for, subject_of
+from domain.policy import Subject
+from schema.fields import guarded
+from schema.model_types import ModelType
+from schema.types import AddressInput, AddressType, CompanyType, UserType
+from storage.models import AuditEvent, Order, OrderEvent, OrderStatus
+
+OrderStatusEnum = strawberry.enum(OrderStatus, name="OrderStatus")
+
+
+def _address(data: dict) -> AddressType:
+    address = AddressType.from_dict(data)
+    if address is None:  # validated on the way in: only a damaged row could lack one
+        raise NotFound("The address of this order is missing.")
+    return address
+
+
+async def _person(info: Info, user_id: object) -> UserType:
+    # People are anonymised, never deleted, so the link holds; only a row removed by
+    # hand could break it, and that fails this field alone.
+    user = await info.context.loaders.user.load(user_id) if user_id is not None else None
+    if user is None:
+        raise NotFound("This person's account no longer exists.")
+    return UserType(row=user)
+
+
+@strawberry.type(name="OrderEvent", description="One step of an order's history.")
+class OrderEventType:
+    row: strawberry.Private[OrderEvent]
+    # An event is part of its order: whoever reaches the order reaches its history.
+    order_subject: strawberry.Private[Subject]
+
+    def policy_subject(self) -> Subject:
+        return self.order_subject
+
+    @guarded()
+    def status(self) -> OrderStatusEnum:
+        return OrderStatus(self.row.status)
+
+    @guarded()
+    def at(self) -> datetime:
+        return self.row.at
+
+    @guarded()
+    async def by(self, info: Info) -> UserType:
+        return await _person(info, self.row.by_id)
+
+    @guarded()
+    def note(self) -> str | None:
+        return self.row.note
+
+    @guarded()
+    def ip(self) -> str | None:
+        return self.row.ip
+
+
+@strawberry.type(name="Order")
+class OrderType:
+    row: strawberry.Private[Order]
+
+    def policy_subject(self) -> Subject:
+        return subject_of(self.row)
+
+    @guarded()
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.row.id))
+
+    @guarded(description="Null once the model was deleted: orders are kept, models need not be.")
+    async def model(self, info: Info) -> ModelType | None:
+        if self.row.model_id is None:
+            return None
+        row = await info.context.loaders.model.load(self.row.model_id)
+        return ModelType(row=row) if row else None
+
+    @guarded(description="Who asked for the print.")
+    async def customer(self, info: Info) -> UserType:
+        return await _person(info, self.row.customer_id)
+
+    @guarded(description="The print service holding the order; null until assigned.")
+    async def provider(self, info: Info) -> CompanyType | None:
+        if self.row.provider_id is None:
+            return None
+        return CompanyType(row=await info.context.loaders.company.load(self.row.provider_id))
+
+    @guarded()
+    def status(self) -> OrderStatusEnum:
+        return OrderStatus(self.row.status)
+
+    @guarded()
+    def quantity(self) -> int:
+        return self.row.quantity
+
+    @guarded()
+    def material(self) -> str:
+        return self.row.material
+
+    @guarded()
+    def shipping_address(self) -> AddressType:
+        return _address(self.row.shipping_address)
+
+    @guarded()
+    def billing_address(self) -> AddressType:
+        return _address(self.row.billing_address)
+
+    @guarded()
+    def billing_info(self) -> str | None:
+        return self.row.billing_info
+
+    @guarded(description="Every step, oldest first (a provider's from its assignment on).")
+    async def history(self, info: Info) -> list[OrderEventType]:
+        events = await info.context.loaders.order_events.load(self.row.id)
+        subject = subject_of(self.row)
+        actor = actor_of(await info.context.relations_to(subject))
+        return [
+            OrderEventType(row=event, order_subject=subject) for event in history_for(events, actor)
+        ]
+
+    @guarded(description="The statuses the caller may move this order to with updateOrderStatus.")
+    async def next_steps(self, info: Info) -> list[OrderStatusEnum]:
+        held = await info.context.relations_to(subject_of(self.row))
+        return order_states.next_steps(OrderStatus(self.row.status), actor_of(held))
+
+    @guarded()
+    def created_at(self) -> datetime:
+        return self.row.created_at
+
+    @guarded()
+    def ip(self) -> str | None:
+        return self.row.ip
+
+
+@strawberry.input(name="OrderInput")
+class OrderInput:
+    model_id: strawberry.ID
+    quantity: int
+    material: str
+    shipping_address: AddressInput
+    billing_address: AddressInput
+    billing_info: str | None = strawberry.field(
+        default=None, description="VAT id, purchase order number: free text, at most 500."
+    )
+
+
+@strawberry.type(name="AuditEvent", description="Who did what, when, from where.")
+class AuditEventType:
+    row: strawberry.Private[AuditEvent]
+
+    def policy_subject(self) -> Subject:
+        return Subject("AuditEvent", self.row.id)
+
+    @guarded()
+    def id(self) -> strawberry.ID:
+        return strawberry.ID(str(self.row.id))
+
+    @guarded()
+    def at(self) -> datetime:
+        return self.row.at
+
+    @guarded(description="e.g. login, order.requested, permission.denied")
+    def kind(self) -> str:
+        return self.row.kind
+
+    @guarded(description="Null for anonymous callers (e.g. a failed log-in of an unknown email).")
+    async def actor(self, info: Info) -> UserType | None:
+        if self.row.actor_id is None:
+            return None
+        user = await info.context.loaders.user.load(self.row.actor_id)
+        return UserType(row=user) if user else None
+
+    @guarded()
+    def actor_id(self) -> strawberry.ID | None:
+        return _id(self.row.actor_id)
+
+    @guarded()
+    def company_id(self) -> strawberry.ID | None:
+        return _id(self.row.company_id)
+
+    @guarded()
+    def model_id(self) -> strawberry.ID | None:
+        return _id(self.row.model_id)
+
+    @guarded()
+    def order_id(self) -> strawberry.ID | None:
+        return _id(self.row.order_id)
+
+    @guarded()
+    def ip(self) -> str | None:
+        return self.row.ip
+
+    @guarded(description="The event's details as a JSON object (a string).")
+    def detail(self) -> str:
+        return json.dumps(self.row.detail or {}, sort_keys=True, default=str)
+
+
+def _id(value: object) -> strawberry.ID | None:
+    return strawberry.ID(str(value)) if value is not None else None
