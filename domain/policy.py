@@ -80,6 +80,8 @@ RULES: dict[str, frozenset[Rel]] = {
     "Mutation.acceptInvitation": _rules(E),
     "Mutation.createApiToken": _rules(A),
     "Mutation.revokeApiToken": _rules(A),
+    "Mutation.exportMyData": _rules(A),
+    "Mutation.deleteMyAccount": _rules(A),
     # Mutations: models (contract rows "uploadModel, deleteModel", "addComment", "requestDownload")
     "Mutation.uploadModel": _rules(Rel.CUSTOMER, S),
     "Mutation.deleteModel": _rules(OWN, S),

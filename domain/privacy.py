@@ -20,7 +20,7 @@ from tortoise.timezone import now
 from tortoise.transactions import in_transaction
 
 from domain import audit, passwords, totp
-from domain.errors import MfaRequired, Unauthenticated
+from domain.errors import BadUserInput, MfaRequired
 from domain.policy import Viewer
 from domain.rate_limits import RateLimiter
 from domain.settings import Settings
@@ -115,7 +115,8 @@ def _account(user: User) -> dict[str, Any]:
 
 
 async def _rows(query, *fields: str) -> list[dict[str, Any]]:
-    return [dict(row) for row in await query.order_by("pk").values(*fields)]
+    key = query.model._meta.pk_attr
+    return [dict(row) for row in await query.order_by(key).values(*fields)]
 
 
 def _plain(value: Any) -> Any:
@@ -139,7 +140,7 @@ async def delete_my_account(
     user = await User.get(id=viewer.user_id)
     await limiter.hit("login_account", user.email)
     if not await passwords.verify_password(user.password_hash, password):
-        raise Unauthenticated("The password is wrong.")
+        raise BadUserInput("The password is wrong.", field="password")
     if user.mfa_enabled:
         await limiter.hit("otp_account", user.id)
         secret = totp.unseal_secret(settings.secret_key, user.totp_secret_sealed or "")

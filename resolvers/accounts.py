@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from strawberry.types import Info
 
-from domain import accounts, auth
+from domain import accounts, auth, privacy
 from domain.pagination import paginate
 from schema.connections import Connection, connection_from_page
 from schema.types import (
@@ -124,6 +124,18 @@ async def create_api_token(info: Info, name: str) -> str:
     ctx = info.context
     _, token = await auth.create_api_token(ctx.settings, ctx.viewer, name, ctx.ip)
     return token
+
+
+async def export_my_data(info: Info) -> str:
+    return await privacy.export_my_data(info.context.viewer)
+
+
+async def delete_my_account(info: Info, password: str, otp: str | None) -> bool:
+    ctx = info.context
+    await privacy.delete_my_account(
+        ctx.settings, ctx.services.limiter, ctx.viewer, password, otp, ctx.ip
+    )
+    return True
 
 
 async def revoke_api_token(info: Info, name: str) -> bool:

@@ -133,6 +133,14 @@ class Mutation:
     async def revoke_api_token(self, info: Info, name: str) -> bool:
         return await accounts.revoke_api_token(info, name)
 
+    @guarded(description="A JSON document of all personal data held about you.")
+    async def export_my_data(self, info: Info) -> str:
+        return await accounts.export_my_data(info)
+
+    @guarded(description="Erase your account (anonymised; orders kept for legal retention).")
+    async def delete_my_account(self, info: Info, password: str, otp: str | None = None) -> bool:
+        return await accounts.delete_my_account(info, password, otp)
+
     @guarded(description="Multipart request only; the file is checked and encrypted as it arrives.")
     async def upload_model(self, info: Info, file: Upload, name: str | None = None) -> ModelType:
         return await models.upload_model(info, file, name)

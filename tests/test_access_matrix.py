@@ -411,6 +411,8 @@ def _operations(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
             {"m": model},
         ),
         "Mutation.revokeApiToken": ('mutation { revokeApiToken(name: "none") }', {}),
+        "Mutation.exportMyData": ("mutation { exportMyData }", {}),
+        "Mutation.deleteMyAccount": ('mutation { deleteMyAccount(password: "wrong password 99") }', {}),
         "Query.order": ("query($o: ID!) { order(id: $o) { id } }", {"o": order}),
         "Query.orders": ("{ orders { edges { node { id } } } }", {}),
         "Query.auditLog": ("{ auditLog { edges { node { id } } } }", {}),
