@@ -31,9 +31,11 @@ async def create_model(
     """The row for an upload that is already stored; the upload counts as claimed once
     the row exists, so the object is never deleted under a row that points to it."""
     viewer = access.viewer
+    if upload.claimed:
+        raise BadUserInput("One uploaded file makes one model; send the file again.", field="file")
     if viewer.company_id is None:
         raise BadUserInput("Staff upload on behalf of a company is not supported yet.")
-    title = clean_name(name, "name", 200) if name and name.strip() else upload.file_name
+    title = clean_name(name, "name", 200) if name and name.strip() else upload.file_name[:200]
     async with in_transaction():
         model = await Model3D.create(
             company_id=viewer.company_id,

@@ -23,6 +23,7 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from strawberry.schema.exceptions import CannotGetOperationTypeError
 
 from domain import policy, uploads
 from domain.errors import BadUserInput, Forbidden, PayloadTooLarge, Unauthenticated
@@ -226,6 +227,11 @@ class MultipartUpload:
         if not isinstance(operations, dict) or not isinstance(mapping, dict):
             raise BadUserInput("Batched multipart operations are not supported.")
         variables = operations.get("variables") or {}
+        if not isinstance(variables, dict):
+            raise BadUserInput("`operations.variables` must be an object.")
+        operation_name = operations.get("operationName")
+        if operation_name is not None and not isinstance(operation_name, str):
+            raise BadUserInput("`operations.operationName` must be a string.")
         for file_key, paths in mapping.items():
             if file_key not in self.uploads or not isinstance(paths, list):
                 raise BadUserInput(f"The map names a missing file {file_key!r}.")
@@ -234,7 +240,16 @@ class MultipartUpload:
         query = operations.get("query")
         if not isinstance(query, str):
             raise BadUserInput("`operations.query` must be a string.")
-        return query, variables, operations.get("operationName")
+        return query, variables, operation_name
+
+
+async def _execute(schema: Any, query: str, variables: dict, context: Any, name: str | None):
+    try:
+        return await schema.execute(
+            query, variable_values=variables, context_value=context, operation_name=name
+        )
+    except CannotGetOperationTypeError:  # an operationName that names no operation
+        raise BadUserInput("The operation cannot be run: check `operationName`.") from None
 
 
 def _set_variable(variables: dict[str, Any], path: str, value: Any) -> None:
@@ -249,9 +264,7 @@ async def handle_multipart(request: Request, schema: Any, context: Any) -> JSONR
     try:
         await upload.receive()
         query, variables, operation_name = upload.operation()
-        result = await schema.execute(
-            query, variable_values=variables, context_value=context, operation_name=operation_name
-        )
+        result = await _execute(schema, query, variables, context, operation_name)
     except Exception as error:  # every failure gets a code; unexpected ones are masked
         body, status = error_response(error, context.request_id)
         retry_after = getattr(error, "extensions", {}).get("retryAfter")
