@@ -14,7 +14,7 @@ from domain.orders import subject_of as order_subject
 from domain.pagination import DEFAULT_PAGE
 from domain.policy import Subject
 from schema.connections import Connection, connection_from_page
-from schema.fields import guarded
+from schema.fields import from_row, guarded
 from schema.types import CompanyType, UserType
 from storage.models import AnalysisStatus, Comment, Model3D, ModelMetadata
 
@@ -48,17 +48,9 @@ class PrintabilityType:
 class ModelMetadataType:
     row: strawberry.Private[ModelMetadata]
 
-    @guarded()
-    def file_name(self) -> str:
-        return self.row.file_name
-
-    @guarded()
-    def file_size(self) -> int:
-        return self.row.file_size
-
-    @guarded()
-    def format(self) -> str:
-        return self.row.format
+    file_name: str = from_row("file_name")
+    file_size: int = from_row("file_size")
+    format: str = from_row("format")
 
     @guarded()
     def dimensions(self) -> DimensionsType:
@@ -72,17 +64,9 @@ class ModelMetadataType:
     def surface_area(self) -> float:
         return self.row.surface_area
 
-    @guarded()
-    def triangle_count(self) -> int:
-        return self.row.triangle_count
-
-    @guarded()
-    def body_count(self) -> int:
-        return self.row.body_count
-
-    @guarded()
-    def is_watertight(self) -> bool:
-        return self.row.is_watertight
+    triangle_count: int = from_row("triangle_count")
+    body_count: int = from_row("body_count")
+    is_watertight: bool = from_row("is_watertight")
 
     @guarded()
     def printability(self) -> PrintabilityType:
@@ -111,17 +95,9 @@ class CommentType:
         # People are anonymised, never deleted, so the author always exists.
         return UserType(row=await info.context.loaders.user.load(self.row.author_id))
 
-    @guarded()
-    def body(self) -> str:
-        return self.row.body
-
-    @guarded()
-    def created_at(self) -> datetime:
-        return self.row.created_at
-
-    @guarded()
-    def ip(self) -> str | None:
-        return self.row.ip
+    body: str = from_row("body")
+    created_at: datetime = from_row("created_at")
+    ip: str | None = from_row("ip")
 
 
 @strawberry.type(name="Model")
@@ -135,17 +111,9 @@ class ModelType:
     def id(self) -> strawberry.ID:
         return strawberry.ID(str(self.row.id))
 
-    @guarded()
-    def name(self) -> str:
-        return self.row.name
-
-    @guarded()
-    def file_name(self) -> str:
-        return self.row.file_name
-
-    @guarded()
-    def created_at(self) -> datetime:
-        return self.row.created_at
+    name: str = from_row("name")
+    file_name: str = from_row("file_name")
+    created_at: datetime = from_row("created_at")
 
     @guarded()
     async def owner(self, info: Info) -> UserType:
@@ -160,9 +128,7 @@ class ModelType:
     def analysis_status(self) -> AnalysisStatusEnum:
         return AnalysisStatus(self.row.analysis_status)
 
-    @guarded()
-    def analysis_error(self) -> str | None:
-        return self.row.analysis_error
+    analysis_error: str | None = from_row("analysis_error")
 
     @guarded(description="Null until analysisStatus is DONE.")
     async def metadata(self, info: Info) -> ModelMetadataType | None:
@@ -189,9 +155,7 @@ class ModelType:
         access = info.context.access
         return [OrderType(row=row) for row in rows if await access.can_reach(order_subject(row))]
 
-    @guarded()
-    def upload_ip(self) -> str | None:
-        return self.row.upload_ip
+    upload_ip: str | None = from_row("upload_ip")
 
 
 @strawberry.type(name="DownloadLink")

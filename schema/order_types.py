@@ -12,7 +12,7 @@ from domain import order_states
 from domain.errors import NotFound
 from domain.orders import actor_of, history_for, subject_of
 from domain.policy import Subject
-from schema.fields import guarded
+from schema.fields import from_row, guarded
 from schema.model_types import ModelType
 from schema.types import AddressInput, AddressType, CompanyType, UserType
 from storage.models import AuditEvent, Order, OrderEvent, OrderStatus
@@ -49,21 +49,14 @@ class OrderEventType:
     def status(self) -> OrderStatusEnum:
         return OrderStatus(self.row.status)
 
-    @guarded()
-    def at(self) -> datetime:
-        return self.row.at
+    at: datetime = from_row("at")
 
     @guarded()
     async def by(self, info: Info) -> UserType:
         return await _person(info, self.row.by_id)
 
-    @guarded()
-    def note(self) -> str | None:
-        return self.row.note
-
-    @guarded()
-    def ip(self) -> str | None:
-        return self.row.ip
+    note: str | None = from_row("note")
+    ip: str | None = from_row("ip")
 
 
 @strawberry.type(name="Order")
@@ -98,13 +91,8 @@ class OrderType:
     def status(self) -> OrderStatusEnum:
         return OrderStatus(self.row.status)
 
-    @guarded()
-    def quantity(self) -> int:
-        return self.row.quantity
-
-    @guarded()
-    def material(self) -> str:
-        return self.row.material
+    quantity: int = from_row("quantity")
+    material: str = from_row("material")
 
     @guarded()
     def shipping_address(self) -> AddressType:
@@ -114,9 +102,7 @@ class OrderType:
     def billing_address(self) -> AddressType:
         return _address(self.row.billing_address)
 
-    @guarded()
-    def billing_info(self) -> str | None:
-        return self.row.billing_info
+    billing_info: str | None = from_row("billing_info")
 
     @guarded(description="Every step, oldest first (a provider's from its assignment on).")
     async def history(self, info: Info) -> list[OrderEventType]:
@@ -132,13 +118,8 @@ class OrderType:
         held = await info.context.relations_to(subject_of(self.row))
         return order_states.next_steps(OrderStatus(self.row.status), actor_of(held))
 
-    @guarded()
-    def created_at(self) -> datetime:
-        return self.row.created_at
-
-    @guarded()
-    def ip(self) -> str | None:
-        return self.row.ip
+    created_at: datetime = from_row("created_at")
+    ip: str | None = from_row("ip")
 
 
 @strawberry.input(name="OrderInput")
@@ -164,9 +145,7 @@ class AuditEventType:
     def id(self) -> strawberry.ID:
         return strawberry.ID(str(self.row.id))
 
-    @guarded()
-    def at(self) -> datetime:
-        return self.row.at
+    at: datetime = from_row("at")
 
     @guarded(description="e.g. login, order.requested, permission.denied")
     def kind(self) -> str:
@@ -195,9 +174,7 @@ class AuditEventType:
     def order_id(self) -> strawberry.ID | None:
         return _id(self.row.order_id)
 
-    @guarded()
-    def ip(self) -> str | None:
-        return self.row.ip
+    ip: str | None = from_row("ip")
 
     @guarded(description="The event's details as a JSON object (a string).")
     def detail(self) -> str:
