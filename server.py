@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import getpass
+import json
 import logging
 import ssl
 import sys
@@ -111,7 +112,68 @@ class GraphQLEndpoint:
             response = await handle_multipart(request, self.graphql.schema, context)
             await response(scope, receive, send)
             return
-        await self.graphql(scope, receive, send)
+        if request.method == "POST":
+            body = await request.body()
+            if not _is_json_object(body):
+                await _bad_request("The body must be a JSON object with a `query`.")(
+                    scope, receive, send
+                )
+                return
+            receive = _replay(body)
+        await self.graphql(scope, receive, _coded_errors(send))
+
+
+def _is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
+
+
+def _bad_request(message: str) -> JSONResponse:
+    error = {"message": message, "extensions": {"code": "BAD_USER_INPUT"}}
+    return JSONResponse({"data": None, "errors": [error]}, status_code=400)
+
+
+def _replay(body: bytes) -> Receive:
+    """The request body again, for strawberry, after we have read it."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _coded_errors(send: Send) -> Send:
+    """Strawberry answers envelope errors (no query, unknown operationName, ...) with a
+    text/plain 400; clients get the contract's JSON error with a code instead."""
+    plain_400 = False
+
+    async def send_coded(message: Message) -> None:
+        nonlocal plain_400
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers", []))
+            plain_400 = message["status"] == 400 and headers.get(b"content-type", b"").startswith(
+                b"text/plain"
+            )
+            if plain_400:
+                return  # sent below, with the JSON body
+        elif message["type"] == "http.response.body" and plain_400:
+            text = message.get("body", b"").decode("utf-8", "replace")
+            response = _bad_request(text or "Bad request.")
+            await send(
+                {"type": "http.response.start", "status": 400, "headers": response.raw_headers}
+            )
+            await send({"type": "http.response.body", "body": response.body})
+            return
+        await send(message)
+
+    return send_coded
 
 
 async def download(request: Request) -> Response:
