@@ -33,20 +33,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from tortoise import connections
 
-from domain import auth, backups, downloads, key_rotation, policy
+from domain import auth, downloads, key_rotation, policy
 from domain.errors import DomainError, ServiceUnavailable
-from domain.jobs import run_worker
 from domain.network import client_ip
-from domain.services import close_services, open_services
-from domain.settings import Settings, SettingsError, load_settings
 from resolvers.loaders import Loaders
+from runtime import backups
+from runtime.jobs import run_worker
+from runtime.services import close_services, key_ring, open_services
+from runtime.settings import Settings, SettingsError, load_settings
 from schema.app_schema import build_schema
 from schema.context import Context
 from schema.errors import error_response
 from schema.multipart import handle_multipart
 from storage import db
 from storage.backup import BackupError
-from storage.crypto import IntegrityError, KeyRing
+from storage.crypto import IntegrityError
 from storage.objects import ObjectMissing, StoreUnavailable
 
 log = logging.getLogger("printvault")
@@ -411,7 +412,7 @@ async def _create_staff(settings: Settings, email: str, first: str, last: str) -
 
 
 async def _rotate_keys(settings: Settings) -> None:
-    ring = KeyRing(settings.master_keys, settings.active_key_id)
+    ring = key_ring(settings)
     await db.connect(settings.database_url)
     try:
         changed = await key_rotation.rotate_keys(ring)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise.exceptions import IntegrityError
 from tortoise.timezone import now
@@ -12,14 +12,17 @@ from tortoise.transactions import in_transaction
 
 from domain import audit, passwords, totp
 from domain.auth import IssuedSession, start_session
+from domain.enums import CompanyKind, Role
 from domain.errors import BadUserInput, Forbidden, NotFound
 from domain.ids import parse_id
 from domain.policy import Viewer
-from domain.rate_limits import RateLimiter
 from domain.secrets_box import new_token, token_digest
-from domain.settings import Settings
 from domain.validation import clean_address, clean_email, clean_name, clean_phone
-from storage.models import Company, CompanyKind, Invitation, Role, User
+from runtime.settings import Settings
+from storage.models import Company, Invitation, User
+
+if TYPE_CHECKING:  # the limiter is infrastructure; the rules only call hit()
+    from runtime.rate_limits import RateLimiter
 
 INVITATION_PREFIX = "pvi"
 

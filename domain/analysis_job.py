@@ -45,7 +45,7 @@ from domain.analysis.errors import AnalysisFailed
 from domain.analysis.options import AnalysisOptions
 from domain.analysis.report import MeshReport
 from domain.analysis.sandbox import run_isolated
-from domain.settings import Settings
+from runtime.settings import Settings
 from storage.crypto import KeyRing, WrappedKey, decrypt_stream, unwrap
 from storage.models import AnalysisStatus, Model3D, ModelMetadata
 from storage.objects import ObjectMissing, ObjectStore, StoreUnavailable

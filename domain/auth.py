@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from tortoise.timezone import now
 
 from domain import audit, passwords, totp
+from domain.enums import Role
 from domain.errors import BadUserInput, MfaRequired, NotFound, Unauthenticated
 from domain.policy import Viewer
-from domain.rate_limits import RateLimiter
 from domain.secrets_box import new_token, token_digest
-from domain.settings import Settings
 from domain.validation import clean_name
-from storage.models import ApiToken, Role, Session, User
+from runtime.settings import Settings
+from storage.models import ApiToken, Session, User
+
+if TYPE_CHECKING:  # the limiter is infrastructure; the rules only call hit()
+    from runtime.rate_limits import RateLimiter
 
 SESSION_PREFIX = "pvs"
 API_TOKEN_PREFIX = "pvt"  # noqa: S105 (a prefix, not a secret)

@@ -26,7 +26,7 @@ from domain.errors import NotFound
 from domain.model_files import find_model_for, subject_of
 from domain.policy import Access
 from domain.secrets_box import derive_key
-from domain.settings import Settings
+from runtime.settings import Settings
 from storage.crypto import KeyRing, WrappedKey, decrypt_stream, unwrap
 from storage.models import Model3D
 from storage.objects import ObjectStore

@@ -17,8 +17,8 @@ from tortoise.expressions import Q
 from tortoise.timezone import now
 
 from domain.ip_retention import truncate_old_ips
-from domain.settings import Settings
 from domain.uploads import OBJECT_PREFIX
+from runtime.settings import Settings
 from storage.crypto import KeyRing
 from storage.models import MaintenanceRun, Model3D
 from storage.objects import ObjectStore
@@ -62,7 +62,7 @@ def tasks(settings: Settings) -> list[Task]:
         ),
     ]
     if settings.backup_period_seconds > 0:
-        from domain.backups import scheduled_backup
+        from runtime.backups import scheduled_backup
 
         found.append(
             Task("backup", timedelta(seconds=settings.backup_period_seconds), scheduled_backup)

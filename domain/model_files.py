@@ -9,13 +9,14 @@ from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from domain import audit
+from domain.enums import AnalysisStatus, Role
 from domain.errors import BadUserInput, NotFound
 from domain.ids import parse_id
 from domain.pagination import Page, paginate
 from domain.policy import PROVIDER_ACTIVE_STATUSES, Access, Subject
 from domain.uploads import StoredUpload
 from domain.validation import clean_name
-from storage.models import AnalysisStatus, Model3D, Order, Role
+from storage.models import Model3D, Order
 from storage.objects import ObjectStore
 
 log = logging.getLogger("printvault.models")

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from domain.enums import OrderStatus as S
 from domain.errors import InvalidTransition
-from storage.models import OrderStatus as S
 
 
 class Actor(StrEnum):

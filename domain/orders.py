@@ -19,6 +19,7 @@ from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from domain import audit, order_states
+from domain.enums import CompanyKind, OrderStatus, Role
 from domain.errors import BadUserInput, InvalidTransition, NotFound
 from domain.ids import parse_id
 from domain.model_files import find_model_for
@@ -26,7 +27,7 @@ from domain.order_states import Actor, Via
 from domain.pagination import Page, paginate
 from domain.policy import PROVIDER_ACTIVE_STATUSES, Access, Rel, Subject
 from domain.validation import clean_address, clean_text
-from storage.models import Company, CompanyKind, Order, OrderEvent, OrderStatus, Role
+from storage.models import Company, Order, OrderEvent
 
 MIN_QUANTITY, MAX_QUANTITY = 1, 10_000
 MAX_BILLING_INFO = 500

@@ -7,6 +7,7 @@ event loop keeps serving other requests meanwhile.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable
 
 from argon2 import PasswordHasher
@@ -22,9 +23,14 @@ _ZXCVBN_MAX = 72  # zxcvbn refuses longer input; the first 72 chars decide anywa
 
 # Above OWASP's minimum (m=19 MiB, t=2, p=1): m=64 MiB, t=3, p=1.
 HASHER = PasswordHasher(time_cost=3, memory_cost=64 * 1024, parallelism=1)
-# Verified when an email is unknown, so a miss costs as much as a hit
-# and response times do not reveal which addresses have accounts.
-_DUMMY_HASH = HASHER.hash("dummy password for timing equality")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when an email is unknown, so a miss costs as much as a hit and
+    response times do not reveal which addresses have accounts. Made on first
+    use, not at import: importing must not spend an Argon2 hash."""
+    return HASHER.hash("dummy password for timing equality")
 
 
 def check_policy(password: str, user_inputs: Iterable[str] = ()) -> None:
@@ -48,7 +54,7 @@ async def hash_password(password: str) -> str:
 
 async def verify_password(stored_hash: str | None, password: str) -> bool:
     known = stored_hash is not None
-    return await asyncio.to_thread(_verify, stored_hash or _DUMMY_HASH, password, not known)
+    return await asyncio.to_thread(_verify, stored_hash or _dummy_hash(), password, not known)
 
 
 def _verify(stored_hash: str, password: str, is_dummy: bool) -> bool:

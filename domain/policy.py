@@ -18,8 +18,8 @@ from enum import StrEnum
 from uuid import UUID
 
 from domain import audit
+from domain.enums import OrderStatus
 from domain.errors import Forbidden, NotFound, Unauthenticated
-from storage.models import OrderStatus
 
 # Statuses in which the assigned provider holds an order, and so may see it and fetch
 # its model's file. A provider that declined, or whose order was cancelled or

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from tortoise.timezone import now
@@ -22,8 +22,7 @@ from tortoise.transactions import in_transaction
 from domain import audit, passwords, totp
 from domain.errors import BadUserInput, MfaRequired
 from domain.policy import Viewer
-from domain.rate_limits import RateLimiter
-from domain.settings import Settings
+from runtime.settings import Settings
 from storage.models import (
     ApiToken,
     AuditEvent,
@@ -35,6 +34,9 @@ from storage.models import (
     Session,
     User,
 )
+
+if TYPE_CHECKING:  # the limiter is infrastructure; the rules only call hit()
+    from runtime.rate_limits import RateLimiter
 
 ERASED_ADDRESS = {"erased": True}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from strawberry.types import Info
 
 from domain import audit_log, orders
+from domain.enums import OrderStatus
 from domain.errors import NotFound
 from schema.connections import Connection, connection_from_page
 from schema.order_types import AuditEventType, OrderInput, OrderType
-from storage.models import OrderStatus
 
 
 async def order(info: Info, order_id: str) -> OrderType | None:

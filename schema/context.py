@@ -9,8 +9,8 @@ from typing import Any
 from domain import policy
 from domain.errors import DomainError
 from domain.policy import ANONYMOUS, Subject, Viewer
-from domain.settings import Settings
 from resolvers.loaders import Loaders
+from runtime.settings import Settings
 from storage.models import User
 
 

@@ -9,6 +9,7 @@ import strawberry
 from strawberry.types import Info
 
 from domain import comments as comment_rules
+from domain.enums import AnalysisStatus
 from domain.model_files import subject_of
 from domain.orders import subject_of as order_subject
 from domain.pagination import DEFAULT_PAGE
@@ -16,7 +17,7 @@ from domain.policy import Subject
 from schema.connections import Connection, connection_from_page
 from schema.fields import from_row, guarded
 from schema.types import CompanyType, UserType
-from storage.models import AnalysisStatus, Comment, Model3D, ModelMetadata
+from storage.models import Comment, Model3D, ModelMetadata
 
 if TYPE_CHECKING:
     from schema.order_types import OrderType

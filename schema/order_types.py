@@ -9,13 +9,14 @@ import strawberry
 from strawberry.types import Info
 
 from domain import order_states
+from domain.enums import OrderStatus
 from domain.errors import NotFound
 from domain.orders import actor_of, history_for, subject_of
 from domain.policy import Subject
 from schema.fields import from_row, guarded
 from schema.model_types import ModelType
 from schema.types import AddressInput, AddressType, CompanyType, UserType
-from storage.models import AuditEvent, Order, OrderEvent, OrderStatus
+from storage.models import AuditEvent, Order, OrderEvent
 
 OrderStatusEnum = strawberry.enum(OrderStatus, name="OrderStatus")
 

@@ -8,9 +8,10 @@ from typing import Any
 import strawberry
 from strawberry.types import Info
 
+from domain.enums import CompanyKind, Role
 from domain.policy import Subject
 from schema.fields import from_row, guarded
-from storage.models import Company, CompanyKind, Role, User
+from storage.models import Company, User
 
 RoleEnum = strawberry.enum(Role, name="Role")
 CompanyKindEnum = strawberry.enum(CompanyKind, name="CompanyKind")

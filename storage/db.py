@@ -34,21 +34,27 @@ def _normalise_url(url: str) -> str:
     # Accept the common `postgresql://` spelling as well as tortoise's `postgres://`.
     if url.startswith("postgresql://"):
         return "postgres://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _make_sqlite_dir(url: str) -> None:
+    """SQLite creates its file but not the folder; done when connecting, never at import."""
     if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite://")
         if path not in ("", ":memory:"):
             os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-    return url
 
 
 async def migrate(database_url: str) -> None:
     """Apply every pending migration; idempotent, safe at every start-up."""
+    _make_sqlite_dir(database_url)
     await run_migrations(config=tortoise_config(database_url))
 
 
 async def connect(database_url: str, *, apply_migrations: bool = True) -> None:
     if apply_migrations:
         await migrate(database_url)
+    _make_sqlite_dir(database_url)
     # Global fallback: uvicorn runs the lifespan in its own task, and requests in
     # others; without it they would not see the connections opened here.
     await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)

@@ -9,39 +9,13 @@ readable to verify codes, so it is stored encrypted (see domain/totp.py).
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
 
 from tortoise import fields
 from tortoise.models import Model as OrmModel
 
+from domain.enums import AnalysisStatus, CompanyKind, OrderStatus, Role
 
-class Role(StrEnum):
-    CUSTOMER = "CUSTOMER"
-    PROVIDER = "PROVIDER"
-    STAFF = "STAFF"
-
-
-class CompanyKind(StrEnum):
-    CUSTOMER = "CUSTOMER"
-    PRINT_SERVICE = "PRINT_SERVICE"
-
-
-class AnalysisStatus(StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    DONE = "DONE"
-    FAILED = "FAILED"
-
-
-class OrderStatus(StrEnum):
-    REQUESTED = "REQUESTED"
-    ASSIGNED = "ASSIGNED"
-    ACCEPTED = "ACCEPTED"
-    DECLINED = "DECLINED"
-    IN_PRODUCTION = "IN_PRODUCTION"
-    SHIPPED = "SHIPPED"
-    DELIVERED = "DELIVERED"
-    CANCELLED = "CANCELLED"
+__all__ = ["AnalysisStatus", "CompanyKind", "OrderStatus", "Role"]  # stored here
 
 
 def _uuid_pk() -> fields.UUIDField:

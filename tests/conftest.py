@@ -24,8 +24,8 @@ import httpx
 import pytest
 from tortoise import Tortoise, connections
 
-from domain.services import close_services, open_services
-from domain.settings import Settings
+from runtime.services import close_services, open_services
+from runtime.settings import Settings
 from server import create_app
 from storage import db
 from tests.helpers import Api

@@ -14,7 +14,7 @@ import pyotp
 
 from domain import accounts, auth
 from domain.passwords import hash_password
-from domain.settings import Settings
+from runtime.settings import Settings
 from storage.models import Company, CompanyKind, Role, User
 
 PASSWORD = "correct horse battery staple 42"

@@ -325,7 +325,7 @@ def test_build_volume():
 
 
 def test_options_from_settings():
-    from domain.settings import Settings
+    from runtime.settings import Settings
 
     settings = Settings(min_wall_thickness_mm=1.5, build_volume_mm=(100.0, 100.0, 100.0))
     options = AnalysisOptions.from_settings(settings)

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from domain.backups import run_backup, run_restore, scheduled_backup
+from runtime.backups import run_backup, run_restore, scheduled_backup
 from storage.backup import (
     BackupDamaged,
     BackupError,

@@ -32,8 +32,8 @@ from domain.analysis_job import (
     RetryPolicy,
     claim,
 )
-from domain.jobs import JobOptions, JobQueue
-from domain.settings import Settings
+from runtime.jobs import JobOptions, JobQueue
+from runtime.settings import Settings
 from storage.crypto import KeyRing, encrypt_stream, new_data_key
 from storage.models import AnalysisStatus, Company, CompanyKind, Model3D, ModelMetadata, Role, User
 from storage.objects import LocalObjectStore, ObjectInfo, ObjectStore, StoreUnavailable

@@ -15,7 +15,7 @@ import pytest
 from domain import accounts
 from domain.errors import ERROR_CODES
 from domain.network import client_ip
-from domain.settings import Settings, SettingsError, load_settings
+from runtime.settings import Settings, SettingsError, load_settings
 from storage.models import Company, Role
 from tests.helpers import PASSWORD, Api, Caller
 

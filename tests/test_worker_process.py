@@ -1,6 +1,6 @@
 """Separate worker processes on the real Redis: jobs run there, and survive kill -9.
 
-The worker is a real process (`python -c` calling `domain.jobs.run_worker`)
+The worker is a real process (`python -c` calling `runtime.jobs.run_worker`)
 sharing the test's database (the SQLite file, or the PostgreSQL test
 database) and object store directory. Each test uses its own Redis stream.
 Skipped when Redis is unreachable, unless REQUIRE_REDIS=1.
@@ -25,8 +25,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 from tortoise.timezone import now as utc_now
 
-from domain.jobs import CONSUMER_GROUP, JobOptions, JobQueue
-from domain.settings import Settings
+from runtime.jobs import CONSUMER_GROUP, JobOptions, JobQueue
+from runtime.settings import Settings
 from storage.crypto import KeyRing
 from storage.models import AnalysisStatus, Model3D, ModelMetadata
 from storage.objects import LocalObjectStore
@@ -45,8 +45,8 @@ import asyncio, base64, json, logging, os
 from pathlib import Path
 
 from domain.analysis_job import JobLimits
-from domain.jobs import JobOptions, run_worker
-from domain.settings import Settings
+from runtime.jobs import JobOptions, run_worker
+from runtime.settings import Settings
 from storage.objects import LocalObjectStore
 
 config = json.loads(os.environ["PV_TEST_WORKER"])

@@ -2,10 +2,42 @@ from tortoise import migrations
 from tortoise.migrations import operations as ops
 import functools
 from json import dumps, loads
-from storage.models import AnalysisStatus, CompanyKind, OrderStatus, Role
+from enum import StrEnum
 from tortoise.fields.base import OnDelete
 from uuid import uuid4
 from tortoise import fields
+
+
+# Frozen copies of the enums as this migration created them: later changes to the
+# live enums (domain/enums.py) belong in a later migration, not here.
+class Role(StrEnum):
+    CUSTOMER = "CUSTOMER"
+    PROVIDER = "PROVIDER"
+    STAFF = "STAFF"
+
+
+class CompanyKind(StrEnum):
+    CUSTOMER = "CUSTOMER"
+    PRINT_SERVICE = "PRINT_SERVICE"
+
+
+class AnalysisStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+class OrderStatus(StrEnum):
+    REQUESTED = "REQUESTED"
+    ASSIGNED = "ASSIGNED"
+    ACCEPTED = "ACCEPTED"
+    DECLINED = "DECLINED"
+    IN_PRODUCTION = "IN_PRODUCTION"
+    SHIPPED = "SHIPPED"
+    DELIVERED = "DELIVERED"
+    CANCELLED = "CANCELLED"
+
 
 class Migration(migrations.Migration):
     initial = True

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from domain.settings import Settings
+from runtime.services import key_ring, object_store
+from runtime.settings import Settings
 from storage.backup import (
     PREFIX,
     backup_lock,
@@ -18,7 +19,7 @@ from storage.backup import (
     restore_backup,
 )
 from storage.crypto import KeyRing
-from storage.objects import ObjectStore, open_object_store
+from storage.objects import ObjectStore
 
 log = logging.getLogger("printvault.backups")
 
@@ -65,10 +66,10 @@ async def _newest_backup_time(store: ObjectStore) -> datetime | None:
 
 async def run_backup(settings: Settings) -> str:
     """`server.py backup`: one backup now, whatever the schedule; returns its key."""
-    store = _store(settings)
+    store = object_store(settings)
     try:
         return await make_backup(
-            settings.database_url, store, _ring(settings), settings.backup_keep
+            settings.database_url, store, key_ring(settings), settings.backup_keep
         )
     finally:
         await store.close()
@@ -77,21 +78,8 @@ async def run_backup(settings: Settings) -> str:
 async def run_restore(settings: Settings, backup: str) -> None:
     """`server.py restore BACKUP`: BACKUP is the object key, with or without `backups/`."""
     key = backup if backup.startswith(PREFIX) else PREFIX + backup
-    store = _store(settings)
+    store = object_store(settings)
     try:
-        await restore_backup(settings.database_url, store, _ring(settings), key)
+        await restore_backup(settings.database_url, store, key_ring(settings), key)
     finally:
         await store.close()
-
-
-def _store(settings: Settings) -> ObjectStore:
-    return open_object_store(
-        settings.storage_url,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        s3_sse=settings.s3_sse,
-        s3_kms_key_id=settings.s3_kms_key_id,
-    )
-
-
-def _ring(settings: Settings) -> KeyRing:
-    return KeyRing(settings.master_keys, settings.active_key_id)

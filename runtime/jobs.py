@@ -40,11 +40,12 @@ from tortoise.timezone import now as utc_now
 
 from domain import maintenance
 from domain.analysis_job import AnalysisJob, JobLimits, stranded
-from domain.settings import Settings, SettingsError
+from domain.enums import AnalysisStatus
+from runtime.settings import Settings, SettingsError
 from storage import db
 from storage.crypto import KeyRing
-from storage.models import AnalysisStatus, Model3D
-from storage.objects import ObjectStore, open_object_store
+from storage.models import Model3D
+from storage.objects import ObjectStore
 
 log = logging.getLogger("printvault.jobs")
 
@@ -266,13 +267,10 @@ async def run_worker(
             "the worker needs JOB_BROKER_URL (redis://...); "
             "without it the server runs analysis jobs itself"
         )
-    store = store or open_object_store(
-        settings.storage_url,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        s3_sse=settings.s3_sse,
-        s3_kms_key_id=settings.s3_kms_key_id,
-    )
-    keyring = KeyRing(settings.master_keys, settings.active_key_id)
+    from runtime.services import key_ring, object_store  # services imports this module
+
+    store = store or object_store(settings)
+    keyring = key_ring(settings)
     queue = JobQueue(settings, store, keyring, options)
     # Migrations are the server's (or `server.py migrate`'s) job, not the worker's.
     await db.connect(settings.database_url, apply_migrations=False)

@@ -1,4 +1,4 @@
-"""The long-lived parts of a server process, opened once at start-up.
+"""The composition root: the long-lived parts of a process, opened once at start-up.
 
 The lifespan of the ASGI app opens them after the database and closes them
 before it; resolvers reach them through the request context.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domain.jobs import JobOptions, JobQueue
-from domain.rate_limits import RateLimiter
-from domain.settings import Settings
+from runtime.jobs import JobOptions, JobQueue
+from runtime.rate_limits import RateLimiter
+from runtime.settings import Settings
 from storage.crypto import KeyRing
 from storage.objects import ObjectStore, open_object_store
 
@@ -24,19 +24,29 @@ class Services:
     limiter: RateLimiter
 
 
+def object_store(settings: Settings) -> ObjectStore:
+    """The object store the settings name; the one place that wires it."""
+    return open_object_store(
+        settings.storage_url,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_sse=settings.s3_sse,
+        s3_kms_key_id=settings.s3_kms_key_id,
+    )
+
+
+def key_ring(settings: Settings) -> KeyRing:
+    """The master keys of the settings; the first one wraps new data keys."""
+    return KeyRing(settings.master_keys, settings.active_key_id)
+
+
 async def open_services(settings: Settings, *, job_options: JobOptions | None = None) -> Services:
     """Build the object store, the key ring and the job queue, and start the queue.
 
     Call it once the database is connected: in the embedded default the queue
     starts running jobs (and the recovery sweep) right away.
     """
-    store = open_object_store(
-        settings.storage_url,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        s3_sse=settings.s3_sse,
-        s3_kms_key_id=settings.s3_kms_key_id,
-    )
-    keyring = KeyRing(settings.master_keys, settings.active_key_id)
+    store = object_store(settings)
+    keyring = key_ring(settings)
     jobs = JobQueue(settings, store, keyring, job_options)
     try:
         await jobs.start()

@@ -1,0 +1,1 @@
+"""Infrastructure: settings, the composition root, the job engine, rate-limit storage."""
