@@ -12,6 +12,7 @@ from domain.policy import ANONYMOUS, Subject, Viewer
 from resolvers.loaders import Loaders
 from runtime.settings import Settings
 from storage.models import User
+from web.access import access_for
 
 
 @dataclass
@@ -36,7 +37,7 @@ class Context:
     def set_viewer(self, viewer: Viewer, user: User | None) -> None:
         """Who the rest of the request is answered for (changes after log-in / sign-up)."""
         self.viewer, self.user = viewer, user
-        self.access = policy.Access(viewer, self.loaders.providers_of_model.load, ip=self.ip)
+        self.access = access_for(viewer, self.ip, self.loaders)
 
     async def relations_to(self, subject: Subject) -> frozenset[policy.Rel]:
         return await self.access.relations_to(subject)

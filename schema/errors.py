@@ -1,4 +1,4 @@
-"""The one place that turns errors into GraphQL errors with `extensions.code`.
+"""GraphQL errors with `extensions.code`, described by web/responses.py.
 
 Domain errors keep their message and code. Errors from GraphQL itself (syntax,
 unknown fields, wrong argument types) become BAD_USER_INPUT. Anything else is
@@ -8,15 +8,11 @@ trace, and no stack trace, SQL or path ever reaches the client.
 
 from __future__ import annotations
 
-import logging
-
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
 from domain.errors import DomainError
-from storage.objects import StoreUnavailable
-
-log = logging.getLogger("printvault.errors")
+from web.responses import describe
 
 
 class ErrorCodes(MaskErrors):
@@ -34,17 +30,12 @@ class ErrorCodes(MaskErrors):
             original = original.original_error
         if isinstance(original, DomainError):
             self._retry_after(original)
-            return self._rebuild(
-                error, original.message, {"code": original.code, **original.extensions}
-            )
-        if original is None or error.path is None:
+        elif original is None or error.path is None:
             # Raised by GraphQL itself before execution (syntax, validation, variable
             # coercion): the message describes the client's own document and values.
             return self._rebuild(error, self._client_message(error), {"code": "BAD_USER_INPUT"})
-        request_id = self._request_id()
-        log.error("request %s: unexpected error", request_id, exc_info=original)
-        message = f"Internal error (request id {request_id})."
-        return self._rebuild(error, message, {"code": "INTERNAL", "requestId": request_id})
+        described = describe(original, self._request_id())
+        return self._rebuild(error, described.message, described.extensions)
 
     def _retry_after(self, error: DomainError) -> None:
         """RATE_LIMITED answers carry a Retry-After header, as HTTP clients expect."""
@@ -74,26 +65,3 @@ class ErrorCodes(MaskErrors):
             original_error=None,
             extensions=extensions,
         )
-
-
-def error_response(error: BaseException, request_id: str) -> tuple[dict, int]:
-    """The body and HTTP status for a failure outside GraphQL execution (multipart
-    transport, before the operation runs), with the same codes and masking."""
-    if isinstance(error, DomainError):
-        statuses = {"PAYLOAD_TOO_LARGE": 413, "UNAUTHENTICATED": 401, "RATE_LIMITED": 429}
-        status = statuses.get(error.code, 400)
-        extensions = {"code": error.code, **error.extensions}
-        return {
-            "data": None,
-            "errors": [{"message": error.message, "extensions": extensions}],
-        }, status
-    if isinstance(error, StoreUnavailable):
-        log.warning("request %s: object store unavailable: %s", request_id, error)
-        message = f"Storage is unavailable; retry later (request id {request_id})."
-        status = 503
-    else:
-        log.error("request %s: unexpected error", request_id, exc_info=error)
-        message = f"Internal error (request id {request_id})."
-        status = 500
-    extensions = {"code": "INTERNAL", "requestId": request_id}
-    return {"data": None, "errors": [{"message": message, "extensions": extensions}]}, status

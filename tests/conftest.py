@@ -26,9 +26,9 @@ from tortoise import Tortoise, connections
 
 from runtime.services import close_services, open_services
 from runtime.settings import Settings
-from server import create_app
 from storage import db
 from tests.helpers import Api
+from web.app import create_app
 
 BACKEND = os.environ.get("TEST_DATABASE", "sqlite")
 POSTGRES_ADMIN_DSN = os.environ.get(

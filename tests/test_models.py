@@ -217,6 +217,27 @@ async def test_download_links_expire_and_cannot_be_forged(api: Api, customer: Ca
     assert (await api.client.get("/files/../../etc/passwd")).status_code == 404
 
 
+async def test_a_refused_download_is_audited_with_the_callers_ip(api: Api, customer: Caller) -> None:
+    """The download endpoint builds its Access like GraphQL does (web/access.py); it
+    used to build its own without the IP, so this denial was audited without one."""
+    created = await _uploaded(api, customer)
+    url = (await api.ok("mutation($m: ID!) { requestDownload(modelId: $m) { url } }", {"m": created["id"]}, customer.token))["requestDownload"]["url"]
+    elsewhere = await Company.create(name="Elsewhere", kind=CompanyKind.CUSTOMER)
+    await customer.user.__class__.filter(id=customer.user.id).update(company_id=elsewhere.id)
+    response = await api.client.get(url)
+    assert response.status_code == 404
+    assert response.json() == {"data": None, "errors": [{"message": "Model not found.", "extensions": {"code": "NOT_FOUND"}}]}
+    denial = await AuditEvent.get(kind="permission.denied", actor_id=customer.user.id)
+    assert denial.ip == "203.0.113.7" and denial.model_id == row_id(created)
+    assert denial.detail["operation"] == "Mutation.requestDownload"
+
+
+def row_id(created: dict):
+    import uuid
+
+    return uuid.UUID(created["id"])
+
+
 async def test_tampered_ciphertext_is_never_served(api: Api, customer: Caller) -> None:
     created = await _uploaded(api, customer)
     row = await Model3D.get(id=created["id"])

@@ -14,10 +14,10 @@ import pytest
 
 from domain import accounts
 from domain.errors import ERROR_CODES
-from domain.network import client_ip
 from runtime.settings import Settings, SettingsError, load_settings
 from storage.models import Company, Role
 from tests.helpers import PASSWORD, Api, Caller
+from web.middleware.client_ip import client_ip
 
 REPO = Path(__file__).resolve().parents[1]
 

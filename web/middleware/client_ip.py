@@ -1,9 +1,28 @@
-"""The caller's IP address, trusting X-Forwarded-For only from configured proxies."""
+"""The caller's IP address, trusting X-Forwarded-For only from configured proxies.
+
+The middleware puts it in `scope["client_ip"]`, where web/access.py reads it.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+
+class ClientIp:
+    def __init__(self, app: ASGIApp, trusted_proxies: Iterable[str]) -> None:
+        self.app = app
+        self.trusted_proxies = tuple(trusted_proxies)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            peer = scope["client"][0] if scope.get("client") else None
+            forwarded = Headers(scope=scope).get("x-forwarded-for")
+            scope["client_ip"] = client_ip(peer, forwarded, self.trusted_proxies)
+        await self.app(scope, receive, send)
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: Iterable[str]) -> str | None:

@@ -27,7 +27,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 
 from domain import policy, uploads
 from domain.errors import BadUserInput, Forbidden, PayloadTooLarge, Unauthenticated
-from schema.errors import error_response
+from web.responses import error_json
 
 log = logging.getLogger("printvault.multipart")
 
@@ -266,10 +266,7 @@ async def handle_multipart(request: Request, schema: Any, context: Any) -> JSONR
         query, variables, operation_name = upload.operation()
         result = await _execute(schema, query, variables, context, operation_name)
     except Exception as error:  # every failure gets a code; unexpected ones are masked
-        body, status = error_response(error, context.request_id)
-        retry_after = getattr(error, "extensions", {}).get("retryAfter")
-        headers = {"Retry-After": str(retry_after)} if retry_after else None
-        return JSONResponse(body, status_code=status, headers=headers)
+        return error_json(error, context.request_id)
     finally:
         await upload.discard_unclaimed()
     payload: dict[str, Any] = {"data": result.data}

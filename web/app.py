@@ -1,0 +1,78 @@
+"""The ASGI app (Starlette): routes, middleware, lifespan.
+
+Routes: /graphql (queries, mutations, uploads, GraphiQL), /files/<token>
+(downloads), /healthz. Middleware, outermost first: security headers, the
+caller's IP, the CSRF guard for non-JSON posts, CORS. The lifespan opens the
+database (migrating it), the object store and the job engine, and closes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from runtime.services import close_services, open_services
+from runtime.settings import Settings, load_settings
+from storage import db
+from web.endpoints.downloads import download
+from web.endpoints.graphql import GraphQLEndpoint
+from web.endpoints.healthz import healthz
+from web.middleware.client_ip import ClientIp
+from web.middleware.csrf import RequirePreflightHeader
+from web.middleware.security_headers import SecurityHeaders
+from web.responses import error_json
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await db.connect(settings.database_url)
+        try:
+            app.state.services = await open_services(settings)
+            try:
+                yield
+            finally:
+                await close_services(app.state.services)
+        finally:
+            await db.disconnect()
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", GraphQLEndpoint(settings), methods=["GET", "POST"]),
+            Route("/files/{token}", download, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(ClientIp, trusted_proxies=settings.trusted_proxies),
+            Middleware(RequirePreflightHeader),
+            # Only configured origins may call from a browser; none by default.
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["POST", "GET"],
+                allow_headers=["Authorization", "Content-Type", "Apollo-Require-Preflight"],
+                max_age=600,
+            ),
+        ],
+        lifespan=lifespan,
+        exception_handlers={Exception: _unexpected},
+    )
+    app.state.settings = settings
+    app.state.services = None
+    return app
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    """Last resort: still a JSON error with a code, and no trace for the client."""
+    return error_json(error, uuid.uuid4().hex[:16])

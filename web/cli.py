@@ -1,0 +1,122 @@
+"""The command line of `server.py`: serve (default), migrate, create-staff EMAIL,
+worker, rotate-keys, backup, restore BACKUP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import sys
+
+import uvicorn
+
+from domain import key_rotation
+from domain.errors import DomainError
+from runtime import backups
+from runtime.jobs import run_worker
+from runtime.services import key_ring
+from runtime.settings import Settings, SettingsError, load_settings
+from storage import db
+from storage.backup import BackupError
+from web.app import create_app
+from web.tls import tls_context
+
+
+def serve(settings: Settings) -> None:
+    tls = bool(settings.tls_certfile and settings.tls_keyfile)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        # The access log would print request paths; it is off so no token in a URL is logged.
+        access_log=False,
+        proxy_headers=False,
+        ssl_certfile=settings.tls_certfile if tls else None,
+        ssl_keyfile=settings.tls_keyfile if tls else None,
+        ssl_context_factory=tls_context if tls else None,
+    )
+    uvicorn.Server(config).run()
+
+
+async def migrate(settings: Settings) -> None:
+    await db.migrate(settings.database_url)
+    await db.disconnect()  # the migration engine leaves its connection open
+    print("database is up to date")
+
+
+async def create_staff(settings: Settings, email: str, first: str, last: str) -> None:
+    from domain.accounts import create_staff as create
+
+    password = _read_password()
+    await db.connect(settings.database_url)
+    try:
+        _, uri = await create(settings, email, password, first, last)
+    finally:
+        await db.disconnect()
+    print("Staff account created. Scan this in an authenticator app; it is shown once:")
+    print(uri)
+
+
+async def rotate_keys(settings: Settings) -> None:
+    ring = key_ring(settings)
+    await db.connect(settings.database_url)
+    try:
+        changed = await key_rotation.rotate_keys(ring)
+        in_use = await key_rotation.keys_in_use()
+    finally:
+        await db.disconnect()
+    print(f"re-wrapped {changed} data keys under {ring.active_key_id}")
+    print("data keys per master key:", ", ".join(f"{k}={n}" for k, n in in_use.items()) or "none")
+
+
+def _read_password() -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass("Password: ")
+    return sys.stdin.readline().rstrip("\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="server.py", description=__doc__)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve the API (default)")
+    commands.add_parser("migrate", help="apply database migrations")
+    staff = commands.add_parser("create-staff", help="create a staff account (password on stdin)")
+    staff.add_argument("email")
+    staff.add_argument("--first-name", default="Staff")
+    staff.add_argument("--last-name", default="Member")
+    commands.add_parser("worker", help="run analysis jobs from JOB_BROKER_URL (production)")
+    commands.add_parser("rotate-keys", help="re-wrap data keys under the first MASTER_KEYS key")
+    commands.add_parser("backup", help="back up the database, encrypted, into the object store")
+    restore = commands.add_parser("restore", help="restore a backup into an EMPTY database")
+    restore.add_argument("backup", help="object key, e.g. backups/20260101T030000Z-sqlite.pvbak")
+    return parser
+
+
+def run(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command in (None, "serve"):
+        serve(settings)
+    elif args.command == "migrate":
+        asyncio.run(migrate(settings))
+    elif args.command == "backup":
+        print(asyncio.run(backups.run_backup(settings)))
+    elif args.command == "restore":
+        asyncio.run(backups.run_restore(settings, args.backup))
+        print(f"restored {args.backup}; now run `server.py migrate`, then start the servers")
+    elif args.command == "rotate-keys":
+        asyncio.run(rotate_keys(settings))
+    elif args.command == "worker":
+        asyncio.run(run_worker(settings))
+    elif args.command == "create-staff":
+        asyncio.run(create_staff(settings, args.email, args.first_name, args.last_name))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        run(args, load_settings())
+    except (SettingsError, DomainError, BackupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

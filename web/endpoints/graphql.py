@@ -1,0 +1,142 @@
+"""/graphql: multipart uploads go to our streaming handler, the rest to strawberry.
+
+JSON bodies are checked before strawberry sees them, and strawberry's plain-text
+400s (no query, unknown operationName, ...) are rewritten into the contract's
+JSON error with a code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+
+from domain import auth
+from domain.errors import DomainError, ServiceUnavailable
+from runtime.settings import Settings
+from schema.app_schema import build_schema
+from schema.context import Context
+from web.access import request_ip
+from web.multipart import handle_multipart
+from web.responses import bad_request
+
+log = logging.getLogger("printvault")
+
+
+class GraphQLApp(GraphQL):
+    """Strawberry's ASGI view with our context: caller, IP, loaders."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            build_schema(production=settings.is_production),
+            # The page itself is static and reveals nothing; in production only staff
+            # may introspect, so only staff get a working GraphiQL.
+            graphql_ide="graphiql",
+            allow_queries_via_get=False,
+            # Multipart requests never reach strawberry: it would spool files to disk.
+            multipart_uploads_enabled=False,
+        )
+        self.settings = settings
+
+    async def get_context(self, request: Request, response: Any) -> Context:
+        context = Context(
+            settings=self.settings,
+            services=getattr(request.app.state, "services", None),
+            ip=request_ip(request),
+            request=request,
+            response=response,
+        )
+        token = bearer_token(request.headers.get("authorization"))
+        if token:
+            try:
+                context.set_viewer(*await auth.authenticate(self.settings, token))
+            except DomainError as error:
+                context.auth_error = error
+            except Exception:  # the database is down: answer with a code, not a 500 page
+                log.warning("request %s: authentication failed", context.request_id, exc_info=True)
+                context.auth_error = ServiceUnavailable(
+                    f"The service is temporarily unavailable (request id {context.request_id}).",
+                    requestId=context.request_id,
+                )
+        return context
+
+
+class GraphQLEndpoint:
+    def __init__(self, settings: Settings) -> None:
+        self.graphql = GraphQLApp(settings)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        content_type = request.headers.get("content-type", "")
+        if request.method == "POST" and content_type.startswith("multipart/"):
+            context = await self.graphql.get_context(request, None)
+            response = await handle_multipart(request, self.graphql.schema, context)
+            await response(scope, receive, send)
+            return
+        if request.method == "POST":
+            body = await request.body()
+            if not _is_json_object(body):
+                await bad_request("The body must be a JSON object with a `query`.")(
+                    scope, receive, send
+                )
+                return
+            receive = _replay(body)
+        await self.graphql(scope, receive, _coded_errors(send))
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _is_json_object(body: bytes) -> bool:
+    try:
+        return isinstance(json.loads(body), dict)
+    except ValueError:
+        return False
+
+
+def _replay(body: bytes) -> Receive:
+    """The request body again, for strawberry, after we have read it."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
+
+
+def _coded_errors(send: Send) -> Send:
+    """Strawberry answers envelope errors with a text/plain 400; clients get the
+    contract's JSON error with a code instead."""
+    plain_400 = False
+
+    async def send_coded(message: Message) -> None:
+        nonlocal plain_400
+        if message["type"] == "http.response.start":
+            content_type = Headers(raw=message.get("headers", [])).get("content-type", "")
+            plain_400 = message["status"] == 400 and content_type.startswith("text/plain")
+            if plain_400:
+                return  # sent below, with the JSON body
+        elif message["type"] == "http.response.body" and plain_400:
+            text = message.get("body", b"").decode("utf-8", "replace")
+            response = bad_request(text or "Bad request.")
+            await send(
+                {"type": "http.response.start", "status": 400, "headers": response.raw_headers}
+            )
+            await send({"type": "http.response.body", "body": response.body})
+            return
+        await send(message)
+
+    return send_coded
