@@ -9,8 +9,8 @@ from typing import Any
 from domain import policy
 from domain.errors import DomainError
 from domain.policy import ANONYMOUS, Subject, Viewer
-from resolvers.loaders import Loaders
 from runtime.settings import Settings
+from schema.loaders import Loaders
 from storage.models import User
 from web.access import access_for
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.requests import HTTPConnection
 
 from domain.policy import Access, Viewer
-from resolvers.loaders import Loaders
+from schema.loaders import Loaders
 
 
 def request_ip(connection: HTTPConnection) -> str | None:

@@ -14,13 +14,13 @@ from domain.model_files import subject_of
 from domain.orders import subject_of as order_subject
 from domain.pagination import DEFAULT_PAGE
 from domain.policy import Subject
+from schema.accounts.types import CompanyType, UserType
 from schema.connections import Connection, connection_from_page
 from schema.fields import from_row, guarded
-from schema.types import CompanyType, UserType
 from storage.models import Comment, Model3D, ModelMetadata
 
 if TYPE_CHECKING:
-    from schema.order_types import OrderType
+    from schema.orders.types import OrderType
 
 AnalysisStatusEnum = strawberry.enum(AnalysisStatus, name="AnalysisStatus")
 
@@ -149,8 +149,8 @@ class ModelType:
     @guarded(description="The orders of this model that the caller may see, newest first.")
     async def orders(
         self, info: Info
-    ) -> list[Annotated[OrderType, strawberry.lazy("schema.order_types")]]:
-        from schema.order_types import OrderType  # a cycle: orders name their model
+    ) -> list[Annotated[OrderType, strawberry.lazy("schema.orders.types")]]:
+        from schema.orders.types import OrderType  # a cycle: orders name their model
 
         rows = await info.context.loaders.orders_of_model.load(self.row.id)
         access = info.context.access

@@ -1,1 +1,0 @@
-"""Thin resolvers: read arguments, call one domain function, return a type."""

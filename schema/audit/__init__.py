@@ -1,0 +1,1 @@
+"""The audit slice of the GraphQL schema: its types (types.py) and operations (operations.py)."""

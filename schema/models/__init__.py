@@ -1,0 +1,1 @@
+"""The models slice of the GraphQL schema: its types (types.py) and operations (operations.py)."""

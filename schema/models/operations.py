@@ -1,0 +1,66 @@
+"""Model queries and mutations: uploads, listing, comments, downloads, deletion."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.file_uploads import Upload
+from strawberry.types import Info
+
+from domain import comments, downloads, model_files
+from domain.errors import BadUserInput, NotFound
+from domain.pagination import DEFAULT_PAGE
+from domain.uploads import StoredUpload
+from schema.connections import Connection, connection_from_page
+from schema.fields import guarded
+from schema.models.types import CommentType, DownloadLinkType, ModelType
+
+
+@strawberry.type
+class Query:
+    @guarded()
+    async def model(self, info: Info, id: strawberry.ID) -> ModelType | None:
+        # Null for models that do not exist or are out of reach: ids cannot be probed.
+        try:
+            row = await model_files.find_model(info.context.access, id)
+        except NotFound:
+            return None
+        return ModelType(row=row)
+
+    @guarded(description="The models the caller may see, newest first.")
+    async def models(
+        self, info: Info, first: int | None = DEFAULT_PAGE, after: str | None = None
+    ) -> Connection[ModelType]:
+        page = await model_files.list_models(info.context.access, first, after)
+        return connection_from_page(page, lambda row: ModelType(row=row))
+
+
+@strawberry.type
+class Mutation:
+    @guarded(description="Multipart request only; the file is checked and encrypted as it arrives.")
+    async def upload_model(self, info: Info, file: Upload, name: str | None = None) -> ModelType:
+        ctx = info.context
+        if not isinstance(file, StoredUpload):
+            # The Upload scalar only ever carries files streamed by web/multipart.py.
+            raise BadUserInput("Send the file as a GraphQL multipart request.", field="file")
+        row = await model_files.create_model(ctx.access, file, name, ctx.ip)
+        await ctx.services.jobs.enqueue_analysis(row.id)
+        return ModelType(row=row)
+
+    @guarded()
+    async def delete_model(self, info: Info, id: strawberry.ID) -> bool:
+        ctx = info.context
+        await model_files.delete_model(ctx.access, ctx.services.store, id, ctx.ip)
+        return True
+
+    @guarded()
+    async def add_comment(self, info: Info, model_id: strawberry.ID, body: str) -> CommentType:
+        ctx = info.context
+        row = await comments.add_comment(ctx.access, model_id, body, ctx.ip)
+        company_id = (await model_files.find_model(ctx.access, model_id)).company_id
+        return CommentType(row=row, model_company_id=company_id)
+
+    @guarded(description="A short-lived link to /files/<token>; each link and download is audited.")
+    async def request_download(self, info: Info, model_id: strawberry.ID) -> DownloadLinkType:
+        ctx = info.context
+        link = await downloads.request_download(ctx.settings, ctx.access, model_id, ctx.ip)
+        return DownloadLinkType(url=link.url, expires_at=link.expires_at)
