@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from tortoise.exceptions import IntegrityError
 from tortoise.timezone import now
 from tortoise.transactions import in_transaction
 
-from domain import audit, passwords, totp
+from domain import audit, passwords, policy, totp
 from domain.auth import IssuedSession, start_session
 from domain.enums import CompanyKind, Role
 from domain.errors import BadUserInput, Forbidden, NotFound
@@ -164,12 +165,13 @@ async def invite_user(
     return IssuedInvitation(token=token, expires_at=expires_at)
 
 
-async def _company_for_invitation(viewer: Viewer, company_id) -> Company:
-    company = await Company.get_or_none(id=company_id)
-    reachable = viewer.role == Role.STAFF or viewer.company_id == company_id
-    if company is None or not reachable:
+async def _company_for_invitation(viewer: Viewer, company_id: UUID) -> Company:
+    company = await Company.filter(policy.reach_filter("Company", viewer), id=company_id).first()
+    if company is None:
         raise NotFound("Company not found.")
-    if viewer.role != Role.STAFF and not viewer.is_company_admin:
+    subject = policy.Subject("Company", company.id, company_id=company.id)
+    held = await policy.relations(viewer, subject, policy.no_providers)
+    if not policy.grants(policy.RULES["Mutation.inviteUser"], held):
         raise Forbidden("Only the company's admins may invite.")
     return company
 

@@ -13,6 +13,7 @@ from tortoise.expressions import Q
 
 from domain.errors import BadUserInput
 from domain.pagination import Page, check_first, decode_cursor, encode_cursor
+from domain.policy import Viewer, reach_filter
 from storage.models import AuditEvent
 
 DEFAULT_PAGE = 50
@@ -26,6 +27,7 @@ def _filter_id(value: object, field: str) -> UUID:
 
 
 async def list_events(
+    viewer: Viewer,
     first: int | None,
     after: str | None,
     *,
@@ -35,7 +37,7 @@ async def list_events(
     order_id: object = None,
 ) -> Page[AuditEvent]:
     first = check_first(DEFAULT_PAGE if first is None else first)
-    query = AuditEvent.all()
+    query = AuditEvent.filter(reach_filter("AuditEvent", viewer))
     if kind:
         query = query.filter(kind=kind.strip())
     if user_id is not None:

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 
-from tortoise.expressions import Subquery
-from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from domain import audit
-from domain.enums import AnalysisStatus, Role
+from domain.enums import AnalysisStatus
 from domain.errors import BadUserInput, NotFound
 from domain.ids import parse_id
 from domain.pagination import Page, paginate
-from domain.policy import PROVIDER_ACTIVE_STATUSES, Access, Subject
+from domain.policy import Access, Subject, reach_filter
 from domain.uploads import StoredUpload
 from domain.validation import clean_name
-from storage.models import Model3D, Order
+from storage.models import Model3D
 from storage.objects import ObjectStore
 
 log = logging.getLogger("printvault.models")
@@ -79,23 +77,8 @@ async def find_model_for(access: Access, key: str, model_id: object) -> Model3D:
     return model
 
 
-def visible_models(access: Access) -> QuerySet[Model3D]:
-    """Every model the caller may reach, as one query (no per-row checks)."""
-    viewer = access.viewer
-    if viewer.role == Role.STAFF:
-        return Model3D.all()
-    if viewer.role == Role.CUSTOMER and viewer.company_id is not None:
-        return Model3D.filter(company_id=viewer.company_id)
-    if viewer.role == Role.PROVIDER and viewer.company_id is not None:
-        held = Order.filter(
-            provider_id=viewer.company_id, status__in=PROVIDER_ACTIVE_STATUSES
-        ).values("model_id")
-        return Model3D.filter(id__in=Subquery(held))
-    return Model3D.filter(id__isnull=True)  # nobody: an empty result, never everything
-
-
-async def list_models(access: Access, first: int, after: str | None) -> Page[Model3D]:
-    return await paginate(visible_models(access), first, after)
+async def list_models(access: Access, first: int | None, after: str | None) -> Page[Model3D]:
+    return await paginate(Model3D.filter(reach_filter("Model", access.viewer)), first, after)
 
 
 async def delete_model(

@@ -15,17 +15,16 @@ from typing import Any
 from uuid import UUID
 
 from tortoise.expressions import F
-from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
 from domain import audit, order_states
-from domain.enums import CompanyKind, OrderStatus, Role
+from domain.enums import CompanyKind, OrderStatus
 from domain.errors import BadUserInput, InvalidTransition, NotFound
 from domain.ids import parse_id
 from domain.model_files import find_model_for
 from domain.order_states import Actor, Via
 from domain.pagination import Page, paginate
-from domain.policy import PROVIDER_ACTIVE_STATUSES, Access, Rel, Subject
+from domain.policy import Access, Rel, Subject, order_holder, reach_filter
 from domain.validation import clean_address, clean_text
 from storage.models import Company, Order, OrderEvent
 
@@ -37,7 +36,7 @@ MAX_NOTE = 2_000
 def subject_of(order: Order) -> Subject:
     # A provider holds an order only while it is active: once it declined, or the
     # order was cancelled or delivered, it neither sees the order nor fetches the file.
-    holder = order.provider_id if order.status in PROVIDER_ACTIVE_STATUSES else None
+    holder = order_holder(order.provider_id, order.status)
     return Subject("Order", order.id, company_id=order.company_id, provider_id=holder)
 
 
@@ -224,22 +223,10 @@ async def _move(
     return await Order.get(id=order.id)
 
 
-def visible_orders(access: Access) -> QuerySet[Order]:
-    """Every order the caller may reach, as one query (the same sets as the policy's REACH)."""
-    viewer = access.viewer
-    if viewer.role == Role.STAFF:
-        return Order.all()
-    if viewer.role == Role.CUSTOMER and viewer.company_id is not None:
-        return Order.filter(company_id=viewer.company_id)
-    if viewer.role == Role.PROVIDER and viewer.company_id is not None:
-        return Order.filter(provider_id=viewer.company_id, status__in=PROVIDER_ACTIVE_STATUSES)
-    return Order.filter(id__isnull=True)  # nobody: an empty result, never everything
-
-
 async def list_orders(
     access: Access, first: int | None, after: str | None, status: OrderStatus | None
 ) -> Page[Order]:
-    query = visible_orders(access)
+    query = Order.filter(reach_filter("Order", access.viewer))
     if status is not None:
         query = query.filter(status=OrderStatus(status))
     return await paginate(query, first, after)

@@ -7,19 +7,26 @@ fails when a schema field has no rule, and `tests/test_access_matrix.py`
 walks every rule for every kind of caller.
 
 Permission classes (schema/permissions.py) and domain functions only ask this
-module; none re-implements a rule.
+module; none re-implements a rule. Lists ask it too: `reach_filter(kind, viewer)`
+is REACH as a query condition (tests/test_reach_filters.py checks it against
+`can_reach` for every kind and caller).
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import reduce
 from uuid import UUID
+
+from tortoise.expressions import Q, Subquery
 
 from domain import audit
 from domain.enums import OrderStatus
 from domain.errors import Forbidden, NotFound, Unauthenticated
+from storage.models import Order
 
 # Statuses in which the assigned provider holds an order, and so may see it and fetch
 # its model's file. A provider that declined, or whose order was cancelled or
@@ -247,6 +254,11 @@ class Subject:
 ProvidersOfModel = Callable[[UUID], Awaitable[frozenset[UUID]]]
 
 
+async def no_providers(model_id: UUID) -> frozenset[UUID]:
+    """For subjects that are not models: no lookup needed."""
+    return frozenset()
+
+
 def rule_for(key: str) -> frozenset[Rel] | None:
     """The rule of `Type.field`, falling back to `Type.*` and `*Suffix.*`; None means deny."""
     if key in RULES:
@@ -293,6 +305,56 @@ async def relations(
 
 def grants(rule: Iterable[Rel], held: frozenset[Rel]) -> bool:
     return not held.isdisjoint(rule)
+
+
+def attempt(key: str, viewer: Viewer) -> None:
+    """Before any object is known: raise unless this caller could be granted `key` at all
+    (e.g. before accepting an upload's bytes)."""
+    rule = rule_for(key)
+    if rule is not None and may_attempt(rule, viewer):
+        return
+    raise Forbidden() if viewer.authenticated else Unauthenticated()
+
+
+def order_holder(provider_id: UUID | None, status: str) -> UUID | None:
+    """The provider company holding an order: its assignee, while the order is active."""
+    return provider_id if status in PROVIDER_ACTIVE_STATUSES else None
+
+
+def held_orders() -> Q:
+    """Orders some provider holds (the query form of `order_holder`)."""
+    return Q(provider_id__not_isnull=True, status__in=PROVIDER_ACTIVE_STATUSES)
+
+
+# --- List filters: REACH as query conditions ---------------------------------------------
+# The rows of a kind to which a caller holds a relation, as a condition on that kind's
+# table; the same relations `relations()` computes for one object. STAFF reaches every row.
+_ROWS: dict[tuple[str, Rel], Callable[[Viewer], Q]] = {
+    ("User", Rel.SELF): lambda v: Q(id=v.user_id),
+    ("User", Rel.COMPANY_MEMBER): lambda v: Q(company_id=v.company_id),
+    ("Company", Rel.COMPANY_MEMBER): lambda v: Q(id=v.company_id),
+    ("Model", Rel.SAME_COMPANY): lambda v: Q(company_id=v.company_id),
+    ("Model", Rel.ASSIGNED_PROVIDER): lambda v: Q(
+        id__in=Subquery(Order.filter(held_orders(), provider_id=v.company_id).values("model_id"))
+    ),
+    ("Comment", Rel.SAME_COMPANY): lambda v: Q(model__company_id=v.company_id),
+    ("Order", Rel.SAME_COMPANY): lambda v: Q(company_id=v.company_id),
+    ("Order", Rel.ASSIGNED_PROVIDER): lambda v: Q(held_orders(), provider_id=v.company_id),
+}
+_EVERY_ROW = Q(id__isnull=False)
+_NO_ROW = Q(id__isnull=True)  # nobody: an empty result, never everything
+
+
+def reach_filter(kind: str, viewer: Viewer) -> Q:
+    """The condition selecting exactly the `kind` rows this caller may reach."""
+    conditions: list[Q] = []
+    for rel in sorted(REACH[kind]):
+        if not _POSSIBLE[rel](viewer):
+            continue
+        if rel is Rel.STAFF:
+            return _EVERY_ROW
+        conditions.append(_ROWS[(kind, rel)](viewer))
+    return reduce(operator.or_, conditions) if conditions else _NO_ROW
 
 
 class Access:

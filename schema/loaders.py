@@ -8,7 +8,7 @@ from uuid import UUID
 
 from strawberry.dataloader import DataLoader
 
-from domain.policy import PROVIDER_ACTIVE_STATUSES
+from domain.policy import held_orders
 from storage.models import Company, Model3D, ModelMetadata, Order, OrderEvent, User
 
 
@@ -34,9 +34,9 @@ async def _members(keys: list[UUID]) -> list[list[User]]:
 
 async def _providers_of_models(keys: list[UUID]) -> list[frozenset[UUID]]:
     grouped: dict[UUID, set[UUID]] = defaultdict(set)
-    rows = await Order.filter(
-        model_id__in=keys, provider_id__not_isnull=True, status__in=PROVIDER_ACTIVE_STATUSES
-    ).values_list("model_id", "provider_id")
+    rows = await Order.filter(held_orders(), model_id__in=keys).values_list(
+        "model_id", "provider_id"
+    )
     for model_id, provider_id in rows:
         grouped[model_id].add(provider_id)
     return [frozenset(grouped[key]) for key in keys]

@@ -26,7 +26,7 @@ from starlette.responses import JSONResponse
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 
 from domain import policy, uploads
-from domain.errors import BadUserInput, Forbidden, PayloadTooLarge, Unauthenticated
+from domain.errors import BadUserInput, PayloadTooLarge
 from web.responses import error_json
 
 log = logging.getLogger("printvault.multipart")
@@ -165,9 +165,7 @@ class MultipartUpload:
         """Refuse before reading the file: strangers cannot make us store anything."""
         if self.context.auth_error is not None:
             raise self.context.auth_error
-        rule = policy.RULES["Mutation.uploadModel"]
-        if not policy.may_attempt(rule, self.context.viewer):
-            raise Forbidden() if self.context.viewer.authenticated else Unauthenticated()
+        policy.attempt("Mutation.uploadModel", self.context.viewer)
         limiter = self.context.services.limiter
         await limiter.hit("upload_user", self.context.viewer.user_id)
         await limiter.hit("upload_ip", self.context.ip)

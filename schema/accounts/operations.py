@@ -6,7 +6,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from domain import accounts, auth, privacy
+from domain import accounts, auth, policy, privacy
 from domain.pagination import DEFAULT_PAGE, paginate
 from schema.accounts.types import (
     AddressInput,
@@ -46,14 +46,16 @@ class Query:
     async def users(
         self, info: Info, first: int | None = DEFAULT_PAGE, after: str | None = None
     ) -> Connection[UserType]:
-        page = await paginate(User.filter(deleted_at=None), first, after)
+        reach = policy.reach_filter("User", info.context.viewer)
+        page = await paginate(User.filter(reach, deleted_at=None), first, after)
         return connection_from_page(page, lambda row: UserType(row=row))
 
     @guarded()
     async def companies(
         self, info: Info, first: int | None = DEFAULT_PAGE, after: str | None = None
     ) -> Connection[CompanyType]:
-        page = await paginate(Company.all(), first, after)
+        reach = policy.reach_filter("Company", info.context.viewer)
+        page = await paginate(Company.filter(reach), first, after)
         return connection_from_page(page, lambda row: CompanyType(row=row))
 
 

@@ -25,6 +25,8 @@ class Query:
         order_id: strawberry.ID | None = None,
     ) -> Connection[AuditEventType]:
         page = await audit_log.list_events(
-            first, after, kind=kind, user_id=user_id, model_id=model_id, order_id=order_id
+            info.context.viewer,
+            first,
+            after, kind=kind, user_id=user_id, model_id=model_id, order_id=order_id
         )
         return connection_from_page(page, lambda row: AuditEventType(row=row))
