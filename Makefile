@@ -34,6 +34,7 @@ run: $(STAMP)
 
 test: $(STAMP) peers
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	@echo "=== test run 1/2: every test, database backend SQLite ==="
 	TEST_DATABASE=sqlite $(BIN)/python -m pytest
 	@echo "=== test run 2/2: database tests, backend PostgreSQL (127.0.0.1:5432) ==="
@@ -41,6 +42,7 @@ test: $(STAMP) peers
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: $(STAMP) peers
 	$(BIN)/python bench/api.py

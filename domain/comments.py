@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from tortoise.transactions import in_transaction
 
 from domain import audit
@@ -32,6 +34,6 @@ async def add_comment(access: Access, model_id: object, body: str, ip: str | Non
     return comment
 
 
-async def comments_of(model_id, first: int, after: str | None) -> Page[Comment]:
+async def comments_of(model_id: UUID, first: int | None, after: str | None) -> Page[Comment]:
     """The caller's right to see them is checked on `Model.comments` itself."""
     return await paginate(Comment.filter(model_id=model_id), first, after)

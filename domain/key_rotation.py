@@ -35,6 +35,6 @@ async def keys_in_use() -> dict[str, int]:
     """How many files each master key still wraps (to know when an old key may go)."""
     counts: dict[str, int] = {}
     for wrapped in await Model3D.all().values_list("wrapped_key", flat=True):
-        key_id = WrappedKey.from_str(wrapped).key_id
+        key_id = WrappedKey.from_str(str(wrapped)).key_id
         counts[key_id] = counts.get(key_id, 0) + 1
     return counts

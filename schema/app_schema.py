@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import strawberry
+from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
@@ -13,6 +14,7 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     SchemaExtension,
 )
+from strawberry.types import ExecutionContext
 
 from schema.errors import ErrorCodes
 from schema.limits import AbuseLimits
@@ -54,5 +56,7 @@ class QuietSchema(strawberry.Schema):
     """Strawberry logs every error with its trace; ErrorCodes already logs the
     unexpected ones, and a wrong password is not worth a stack trace."""
 
-    def process_errors(self, errors, execution_context=None) -> None:  # type: ignore[override]
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
         return None

@@ -46,7 +46,8 @@ def _page_size(field: FieldNode) -> int:
 
 
 def _is_connection(field: FieldNode) -> bool:
-    names = {s.name.value for s in field.selection_set.selections if isinstance(s, FieldNode)}
+    selections = field.selection_set.selections if field.selection_set else ()
+    names = {s.name.value for s in selections if isinstance(s, FieldNode)}
     return bool(names & {"edges", "pageInfo"})
 
 

@@ -28,7 +28,8 @@ async def _companies(keys: list[UUID]) -> list[Company | None]:
 async def _members(keys: list[UUID]) -> list[list[User]]:
     grouped: dict[UUID, list[User]] = defaultdict(list)
     for user in await User.filter(company_id__in=keys, deleted_at=None).order_by("created_at"):
-        grouped[user.company_id].append(user)
+        if user.company_id is not None:
+            grouped[user.company_id].append(user)
     return [grouped[key] for key in keys]
 
 
@@ -49,7 +50,8 @@ async def _models(keys: list[UUID]) -> list[Model3D | None]:
 async def _orders_of_models(keys: list[UUID]) -> list[list[Order]]:
     grouped: dict[UUID, list[Order]] = defaultdict(list)
     for order in await Order.filter(model_id__in=keys).order_by("-created_at", "-id"):
-        grouped[order.model_id].append(order)
+        if order.model_id is not None:
+            grouped[order.model_id].append(order)
     return [grouped[key] for key in keys]
 
 

@@ -170,11 +170,11 @@ def _postgres(parts: SplitResult) -> PostgresDatabase:
     if not dbname:
         raise BackupError("DATABASE_URL names no database")
     query = parse_qs(parts.query)
-    sslmode = (query.get("sslmode") or query.get("ssl") or [None])[0]
+    sslmode = (query.get("sslmode") or query.get("ssl") or [""])[0] or None
     return PostgresDatabase(
         dbname=dbname,
         # A Unix socket directory comes as ?host=/run/postgresql, as libpq spells it.
-        host=parts.hostname or (query.get("host") or [None])[0],
+        host=parts.hostname or (query.get("host") or [""])[0] or None,
         port=parts.port,
         user=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,

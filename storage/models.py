@@ -4,11 +4,16 @@ Ids are random UUIDs so that they reveal nothing (counts, order of creation)
 and cannot be guessed. Secrets (passwords, session and API tokens, recovery
 codes, invitation tokens) are only ever stored hashed; the TOTP secret must be
 readable to verify codes, so it is stored encrypted (see domain/totp.py).
+
+Each foreign key is followed by its `<name>_id` column: tortoise adds the
+attribute itself; the declaration is for the type checker.
 """
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
+from uuid import UUID
 
 from tortoise import fields
 from tortoise.models import Model as OrmModel
@@ -26,7 +31,7 @@ class Company(OrmModel):
     id = _uuid_pk()
     name = fields.CharField(max_length=200)
     kind = fields.CharEnumField(CompanyKind, max_length=16)
-    address = fields.JSONField(null=True)
+    address: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -40,12 +45,13 @@ class User(OrmModel):
     first_name = fields.CharField(max_length=100)
     last_name = fields.CharField(max_length=100)
     phone = fields.CharField(max_length=40, null=True)
-    address = fields.JSONField(null=True)
+    address: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
     role = fields.CharEnumField(Role, max_length=16)
     # Membership: one company per user; staff belong to none.
     company: fields.ForeignKeyNullableRelation[Company] = fields.ForeignKeyField(
         "models.Company", related_name="members", null=True, on_delete=fields.RESTRICT
     )
+    company_id: UUID | None
     is_company_admin = fields.BooleanField(default=False)
     password_hash = fields.CharField(max_length=255)
     mfa_enabled = fields.BooleanField(default=False)
@@ -66,6 +72,7 @@ class RecoveryCode(OrmModel):
     user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="recovery_codes", on_delete=fields.CASCADE
     )
+    user_id: UUID
     code_hash = fields.CharField(max_length=64, unique=True)
     used_at = fields.DatetimeField(null=True)
 
@@ -79,6 +86,7 @@ class Session(OrmModel):
     user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="sessions", on_delete=fields.CASCADE
     )
+    user_id: UUID
     created_at = fields.DatetimeField(auto_now_add=True)
     last_seen_at = fields.DatetimeField()
     expires_at = fields.DatetimeField()
@@ -96,6 +104,7 @@ class ApiToken(OrmModel):
     user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="api_tokens", on_delete=fields.CASCADE
     )
+    user_id: UUID
     created_at = fields.DatetimeField(auto_now_add=True)
     last_used_at = fields.DatetimeField(null=True)
     revoked_at = fields.DatetimeField(null=True)
@@ -112,9 +121,11 @@ class Invitation(OrmModel):
     company: fields.ForeignKeyRelation[Company] = fields.ForeignKeyField(
         "models.Company", related_name="invitations", on_delete=fields.CASCADE
     )
+    company_id: UUID
     invited_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="invitations_sent", null=True, on_delete=fields.SET_NULL
     )
+    invited_by_id: UUID | None
     created_at = fields.DatetimeField(auto_now_add=True)
     expires_at = fields.DatetimeField()
     accepted_at = fields.DatetimeField(null=True)
@@ -132,9 +143,11 @@ class Model3D(OrmModel):
     company: fields.ForeignKeyRelation[Company] = fields.ForeignKeyField(
         "models.Company", related_name="models", on_delete=fields.RESTRICT
     )
+    company_id: UUID
     owner: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="models", null=True, on_delete=fields.SET_NULL
     )
+    owner_id: UUID | None
     name = fields.CharField(max_length=200)
     file_name = fields.CharField(max_length=255)
     file_size = fields.BigIntField(default=0)
@@ -158,6 +171,7 @@ class ModelMetadata(OrmModel):
     model: fields.OneToOneRelation[Model3D] = fields.OneToOneField(
         "models.Model3D", related_name="metadata", on_delete=fields.CASCADE, primary_key=True
     )
+    model_id: UUID
     file_name = fields.CharField(max_length=255)
     file_size = fields.BigIntField()
     format = fields.CharField(max_length=16)
@@ -170,7 +184,7 @@ class ModelMetadata(OrmModel):
     body_count = fields.IntField()
     is_watertight = fields.BooleanField()
     printable = fields.BooleanField()
-    issues = fields.JSONField(default=list)
+    issues: fields.JSONField[list[dict[str, Any]]] = fields.JSONField(default=list)
     analysed_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -182,9 +196,11 @@ class Comment(OrmModel):
     model: fields.ForeignKeyRelation[Model3D] = fields.ForeignKeyField(
         "models.Model3D", related_name="comments", on_delete=fields.CASCADE
     )
+    model_id: UUID
     author: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="comments", null=True, on_delete=fields.SET_NULL
     )
+    author_id: UUID | None
     body = fields.TextField()
     created_at = fields.DatetimeField(auto_now_add=True)
     ip = fields.CharField(max_length=45, null=True)
@@ -199,20 +215,24 @@ class Order(OrmModel):
     model: fields.ForeignKeyNullableRelation[Model3D] = fields.ForeignKeyField(
         "models.Model3D", related_name="orders", null=True, on_delete=fields.SET_NULL
     )
+    model_id: UUID | None
     customer: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="orders", null=True, on_delete=fields.SET_NULL
     )
+    customer_id: UUID | None
     company: fields.ForeignKeyRelation[Company] = fields.ForeignKeyField(
         "models.Company", related_name="orders", on_delete=fields.RESTRICT
     )
+    company_id: UUID
     provider: fields.ForeignKeyNullableRelation[Company] = fields.ForeignKeyField(
         "models.Company", related_name="assigned_orders", null=True, on_delete=fields.RESTRICT
     )
+    provider_id: UUID | None
     status = fields.CharEnumField(OrderStatus, max_length=16)
     quantity = fields.IntField()
     material = fields.CharField(max_length=64)
-    shipping_address = fields.JSONField()
-    billing_address = fields.JSONField()
+    shipping_address: fields.JSONField[dict[str, Any]] = fields.JSONField()
+    billing_address: fields.JSONField[dict[str, Any]] = fields.JSONField()
     billing_info = fields.TextField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     ip = fields.CharField(max_length=45, null=True)
@@ -228,11 +248,13 @@ class OrderEvent(OrmModel):
     order: fields.ForeignKeyRelation[Order] = fields.ForeignKeyField(
         "models.Order", related_name="events", on_delete=fields.CASCADE
     )
+    order_id: UUID
     status = fields.CharEnumField(OrderStatus, max_length=16)
     at = fields.DatetimeField(auto_now_add=True)
     by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
         "models.User", related_name="order_events", null=True, on_delete=fields.SET_NULL
     )
+    by_id: UUID | None
     note = fields.TextField(null=True)
     ip = fields.CharField(max_length=45, null=True)
 
@@ -252,7 +274,7 @@ class AuditEvent(OrmModel):
     model_id = fields.UUIDField(null=True, db_index=True)
     order_id = fields.UUIDField(null=True)
     ip = fields.CharField(max_length=45, null=True)
-    detail = fields.JSONField(default=dict)
+    detail: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
 
     class Meta:
         table = "audit_event"

@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -28,6 +28,9 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from domain import policy, uploads
 from domain.errors import BadUserInput, PayloadTooLarge
 from web.responses import error_json
+
+if TYPE_CHECKING:  # python-multipart declares its callback table for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger("printvault.multipart")
 
@@ -121,17 +124,16 @@ class MultipartUpload:
         finally:
             await self._abort_store()
 
-    def _callbacks(self) -> dict[str, Any]:
-        names = (
-            "on_part_begin",
-            "on_part_data",
-            "on_part_end",
-            "on_header_field",
-            "on_header_value",
-            "on_header_end",
-            "on_headers_finished",
-        )
-        return {name: getattr(self, name) for name in names}
+    def _callbacks(self) -> MultipartCallbacks:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+        }
 
     async def _handle_events(self) -> None:
         events, self._events = self._events, []

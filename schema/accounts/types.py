@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import strawberry
 from strawberry.types import Info
@@ -13,8 +13,11 @@ from domain.policy import Subject
 from schema.fields import from_row, guarded
 from storage.models import Company, User
 
-RoleEnum = strawberry.enum(Role, name="Role")
-CompanyKindEnum = strawberry.enum(CompanyKind, name="CompanyKind")
+# strawberry.enum registers the classes themselves; the aliases name them as GraphQL types.
+strawberry.enum(Role, name="Role")
+strawberry.enum(CompanyKind, name="CompanyKind")
+RoleEnum: TypeAlias = Role
+CompanyKindEnum: TypeAlias = CompanyKind
 
 
 @strawberry.type(name="Address")

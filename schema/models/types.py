@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeAlias
+from uuid import UUID
 
 import strawberry
 from strawberry.types import Info
@@ -22,7 +23,8 @@ from storage.models import Comment, Model3D, ModelMetadata
 if TYPE_CHECKING:
     from schema.orders.types import OrderType
 
-AnalysisStatusEnum = strawberry.enum(AnalysisStatus, name="AnalysisStatus")
+strawberry.enum(AnalysisStatus, name="AnalysisStatus")  # registers the class itself
+AnalysisStatusEnum: TypeAlias = AnalysisStatus
 
 
 @strawberry.type(name="Dimensions", description="Axis-aligned bounding box, millimetres.")
@@ -78,7 +80,7 @@ class ModelMetadataType:
 @strawberry.type(name="Comment")
 class CommentType:
     row: strawberry.Private[Comment]
-    model_company_id: strawberry.Private[object]
+    model_company_id: strawberry.Private[UUID]
 
     def policy_subject(self) -> Subject:
         return Subject("Comment", self.row.id, company_id=self.model_company_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeAlias
 
 import strawberry
 from strawberry.types import Info
@@ -17,7 +18,8 @@ from schema.fields import from_row, guarded
 from schema.models.types import ModelType
 from storage.models import Order, OrderEvent
 
-OrderStatusEnum = strawberry.enum(OrderStatus, name="OrderStatus")
+strawberry.enum(OrderStatus, name="OrderStatus")  # registers the class itself
+OrderStatusEnum: TypeAlias = OrderStatus
 
 
 def _address(data: dict) -> AddressType:

@@ -9,6 +9,7 @@ with objects and listing skips them. Blocking file calls run in threads.
 from __future__ import annotations
 
 import asyncio
+import builtins  # `list` is also a method of the store
 import contextlib
 import os
 import tempfile
@@ -132,7 +133,7 @@ class LocalObjectStore:
         await asyncio.to_thread(file.write, bytes(batch))
         return size
 
-    def _scan(self, directory: str) -> tuple[list[str], list[ObjectInfo]]:
+    def _scan(self, directory: str) -> tuple[builtins.list[str], builtins.list[ObjectInfo]]:
         """Subdirectory keys and objects directly in one directory."""
         subdirs: list[str] = []
         objects: list[ObjectInfo] = []

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from domain import auth
@@ -28,7 +29,7 @@ from web.responses import bad_request
 log = logging.getLogger("printvault")
 
 
-class GraphQLApp(GraphQL):
+class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context: caller, IP, loaders."""
 
     def __init__(self, settings: Settings) -> None:
@@ -43,7 +44,7 @@ class GraphQLApp(GraphQL):
         )
         self.settings = settings
 
-    async def get_context(self, request: Request, response: Any) -> Context:
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(
             settings=self.settings,
             services=getattr(request.app.state, "services", None),
