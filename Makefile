@@ -2,17 +2,24 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# Two stamps: `make run` installs the runtime dependencies only; `make test`, `lint`
+# and `bench` add the dev extra (pytest, moto, ruff, mypy, ...) on top.
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
+DEV_STAMP := $(VENV)/.dev-stamp
 
 .PHONY: run test lint bench setup peers clean
 
-setup: $(STAMP)
+setup: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml
+$(RUNTIME_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(DEV_STAMP): $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	touch $(STAMP)
+	touch $@
 
 # Debian tools: pg_dump/pg_restore for PostgreSQL backups, and admesh, a peer the
 # analysis is compared against. Best effort: the
@@ -29,10 +36,10 @@ peers:
 	      || echo "note: could not install admesh; peer comparisons will be skipped"; \
 	  else echo "note: admesh not installed; peer comparisons will be skipped"; fi; }
 
-run: $(STAMP)
+run: $(RUNTIME_STAMP)
 	$(BIN)/python server.py serve
 
-test: $(STAMP) peers
+test: $(DEV_STAMP) peers
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	@echo "=== test run 1/2: every test, database backend SQLite ==="
@@ -40,11 +47,11 @@ test: $(STAMP) peers
 	@echo "=== test run 2/2: database tests, backend PostgreSQL (127.0.0.1:5432) ==="
 	TEST_DATABASE=postgres $(BIN)/python -m pytest -m db
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: $(STAMP) peers
+bench: $(DEV_STAMP) peers
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/upload.py
