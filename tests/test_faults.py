@@ -9,8 +9,7 @@ import secrets
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -20,41 +19,18 @@ import httpx
 import pytest
 
 from tests.helpers import ADDRESS, PASSWORD, box_stl, email
+from tests.server_process import start_server
 from tests.tcp_proxy import TcpProxy
 
-REPO = Path(__file__).resolve().parents[1]
 SIGN_UP = "mutation($i: SignUpInput!) { signUp(input: $i) { token } }"
 ME = "{ me { id } }"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Server:
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = _free_port()
+        log = Path(tempfile.mkdtemp(prefix="pv-faults-")) / "server.log"
+        self.process, self.port = start_server({**os.environ, **env}, log)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "server.py", "serve"],
-            cwd=REPO,
-            env={**os.environ, **env, "PORT": str(self.port)},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                httpx.get(self.url + "/healthz", timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("server did not start")
 
     def gql(self, query: str, variables: dict | None = None, token: str | None = None) -> dict:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -220,7 +196,9 @@ def test_server_killed_mid_upload_leaves_nothing_behind(tmp_path: Path) -> None:
     ).encode()
     with socket.create_connection(("127.0.0.1", server.port)) as connection:
         connection.sendall(request + body_prefix)
-        time.sleep(1.0)  # the server is now streaming the file into the store
+        # Kill it while it streams the file into the store: once ciphertext is there.
+        models = tmp_path / "objects" / "models"
+        assert _wait_for(lambda: any(p.is_file() for p in models.rglob("*")), 60)
         server.stop(signal.SIGKILL)
     database = tmp_path / "printvault.sqlite3"
     rows = sqlite3.connect(database).execute("SELECT count(*) FROM model3d").fetchone()[0]

@@ -25,10 +25,11 @@ every run; FUZZ_EXAMPLES caps the examples per operation). A longer hunt:
 
     FUZZ_SECONDS=900 FUZZ_EXAMPLES=3000 .venv/bin/python -m pytest tests/test_fuzz.py -q
 
-Findings that are not fixed yet are listed in KNOWN_BUGS (the fuzz run
-tolerates exactly them, so that it keeps looking for others) and each has a
-strict xfail test with its minimal reproduction: fixing one makes that test
-pass, which fails the run until its `# BUG:` entries are removed.
+Every finding so far is fixed; each keeps its minimal reproduction below as a
+regression test (`test_regression_*`, `test_malformed_requests_*`). A new
+finding that cannot be fixed at once goes into KNOWN_BUGS (the fuzz run then
+tolerates exactly it, so that it keeps looking for others) with a strict xfail
+reproduction, removed with the fix.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -52,6 +52,7 @@ import pyotp
 import pytest
 
 from tests.helpers import ADDRESS, PASSWORD, box_stl, email
+from tests.server_process import start_server
 
 try:
     import schemathesis
@@ -227,16 +228,10 @@ KNOWN_BUGS: list[KnownBug] = []
 # --- the server and the world it holds --------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class FuzzServer:
     data_dir: Path
-    port: int = field(default_factory=_free_port)
+    port: int = 0  # the OS picks it when the server starts
     process: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -251,7 +246,6 @@ class FuzzServer:
             **os.environ,
             "APP_ENV": "development",
             "DATA_DIR": str(self.data_dir),
-            "PORT": str(self.port),
             "RATE_LIMITS": RATE_LIMITS,
         }
         for name in ("DATABASE_URL", "STORAGE_URL", "JOB_BROKER_URL", "REDIS_URL"):
@@ -260,25 +254,7 @@ class FuzzServer:
 
     def start(self) -> None:
         self.log_path = self.data_dir.parent / "server.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "server.py", "serve"],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"server did not start:\n{self.log()}")
+        self.process, self.port = start_server(self.env, self.log_path)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -950,8 +926,8 @@ def _assert_kept(fuzz_api: Api, response: httpx.Response, *echoes: str) -> None:
     assert not found, f"HTTP {response.status_code} {response.text[:500]}\n- " + "\n- ".join(found)
 
 
-# Found by earlier runs and fixed in server.py (GraphQLEndpoint): strawberry's text/plain
-# 400s for envelope errors, and a 500 for a JSON body that is not an object.
+# Found by earlier runs, fixed in web/endpoints/graphql.py: strawberry answered envelope
+# errors with a text/plain 400, and a JSON body that is not an object with a 500.
 PLAIN_TEXT_400 = NOT_AN_OBJECT_500 = ()
 
 
@@ -1003,17 +979,13 @@ def test_malformed_requests_are_answered_with_a_code(fuzz_api: Api, request_kwar
 
 @pytest.mark.parametrize("mapping", [{"0": ["variables.f"]}, {"0": []}], ids=["mapped", "unmapped"])
 @pytest.mark.parametrize("variables", [["f"], "f", 5], ids=["list", "string", "number"])
-def test_bug_multipart_variables_not_an_object(
+def test_regression_multipart_variables_not_an_object(
     fuzz_api: Api, world: World, variables: Any, mapping: dict
 ) -> None:
-    # BUG: schema/multipart.py never checks that `operations.variables` is an object.
-    # mapped: _set_variable indexes it as a dict: TypeError -> HTTP 500
-    #   {"data":null,"errors":[{"message":"Internal error (request id ...).",
-    #   "extensions":{"code":"INTERNAL","requestId":"..."}}]}
-    # unmapped: it reaches schema.execute as variable_values -> HTTP 200
-    #   {"data":null,"errors":[{"message":"'list' object has no attribute 'get'"}]}
-    #   (no extensions.code, and the Python exception's own words).
-    # Expected: BAD_USER_INPUT, as over JSON.
+    # Fixed: the multipart transport (now web/multipart.py) did not check that
+    # `operations.variables` is an object. Mapped, it was indexed as a dict (TypeError,
+    # HTTP 500 INTERNAL); unmapped, it reached schema.execute (HTTP 200 with
+    # "'list' object has no attribute 'get'" and no code). Now BAD_USER_INPUT, as over JSON.
     operations = {"query": UPLOAD, "variables": variables}
     response = fuzz_api.multipart(operations, mapping, "part.stl", box_stl(), world.customer.token)
     _assert_kept(fuzz_api, response, "f")
@@ -1021,12 +993,12 @@ def test_bug_multipart_variables_not_an_object(
 
 
 @pytest.mark.parametrize("operation_name", ["Nope", 5])
-def test_bug_multipart_unknown_operation_name(
+def test_regression_multipart_unknown_operation_name(
     fuzz_api: Api, world: World, operation_name: Any
 ) -> None:
-    # BUG: handle_multipart passes operationName to schema.execute, which raises
-    # strawberry's CannotGetOperationTypeError -> HTTP 500 INTERNAL. Over JSON the same
-    # request is a 400 (see test_malformed_requests_are_answered_with_a_code).
+    # Fixed: an operationName naming no operation made schema.execute raise strawberry's
+    # CannotGetOperationTypeError (HTTP 500 INTERNAL). Now a 400 BAD_USER_INPUT, as over
+    # JSON (see test_malformed_requests_are_answered_with_a_code).
     operations = {"query": UPLOAD, "variables": {"f": None}, "operationName": operation_name}
     response = fuzz_api.multipart(
         operations, {"0": ["variables.f"]}, "part.stl", box_stl(), world.customer.token
@@ -1051,22 +1023,21 @@ def test_bug_multipart_unknown_operation_name(
     ],
     ids=["aliases", "two-variables"],
 )
-def test_bug_one_upload_claimed_twice(
+def test_regression_one_upload_claimed_twice(
     fuzz_api: Api, world: World, document: str, variables: dict, mapping: dict
 ) -> None:
-    # BUG: field "a" creates the model; field "b" inserts a second Model3D row with the same
-    # object_key: tortoise IntegrityError (UNIQUE constraint failed: model3d.object_key) ->
-    # {"data":null,"errors":[{"path":["b"],"extensions":{"code":"INTERNAL",...}}]}, HTTP 200.
+    # Fixed: field "a" created the model, field "b" a second Model3D row with the same
+    # object_key (IntegrityError, INTERNAL on path ["b"]). One upload now makes one model;
+    # the second claim is BAD_USER_INPUT.
     operations = {"query": document, "variables": variables}
     response = fuzz_api.multipart(operations, mapping, "part.stl", box_stl(), world.customer.token)
     _assert_kept(fuzz_api, response)
 
 
-def test_bug_long_file_name_without_name(fuzz_api: Api, world: World) -> None:
-    # BUG: with no `name` argument the model's name is the file name (up to 255 characters
-    # are kept), but Model3D.name holds 200: tortoise ValidationError ("name: Length of
-    # 'xxx…x.stl' 201 > 200") -> {"data":null,"errors":[{"path":["uploadModel"],
-    # "extensions":{"code":"INTERNAL",...}}]}, HTTP 200. 200 characters work.
+def test_regression_long_file_name_without_name(fuzz_api: Api, world: World) -> None:
+    # Fixed: with no `name` argument the model's name is the file name; up to 255
+    # characters were kept but Model3D.name holds 200 (ValidationError, INTERNAL). The
+    # name is now cut to 200 characters.
     file_name = "x" * 197 + ".stl"  # 201 characters
     operations = {"query": UPLOAD, "variables": {"f": None}}
     response = fuzz_api.multipart(

@@ -449,6 +449,6 @@ async def test_enqueue_with_the_broker_down_does_not_fail_the_upload(
     # Port 9 (discard) is closed on test machines: the broker is unreachable.
     unreachable = dataclasses.replace(job_settings, job_broker_url="redis://127.0.0.1:9/0")
     queue = JobQueue(unreachable, store, keyring)
-    started = time.monotonic()
-    await queue.enqueue_analysis(uuid.uuid4())  # logs, does not raise
-    assert time.monotonic() - started < 10
+    # Logs, does not raise, does not hang (a generous bound, for a loaded machine).
+    async with asyncio.timeout(60):
+        await queue.enqueue_analysis(uuid.uuid4())

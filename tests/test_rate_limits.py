@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -19,8 +16,8 @@ import redis
 from storage.models import Model3D
 from tests.conftest import serving
 from tests.helpers import ADDRESS, PASSWORD, box_stl, email
+from tests.server_process import start_server
 
-REPO = Path(__file__).resolve().parents[1]
 LOG_IN = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }"
 SIGN_UP = "mutation($i: SignUpInput!) { signUp(input: $i) { token } }"
 
@@ -115,12 +112,6 @@ def test_unknown_rate_limit_names_are_refused() -> None:
 # --- two server processes share their counters through Redis --------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _redis_or_skip() -> str:
     url = "redis://127.0.0.1:6379/0"
     try:
@@ -130,25 +121,6 @@ def _redis_or_skip() -> str:
             pytest.fail(f"Redis required (REQUIRE_REDIS=1) but unreachable: {error}")
         pytest.skip(f"Redis SKIPPED: unreachable at {url}: {error}")
     return url
-
-
-def _start_server(env: dict[str, str], port: int) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "server.py", "serve"],
-        cwd=REPO,
-        env={**env, "PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("server did not start")
 
 
 def test_two_processes_share_the_limits(tmp_path: Path) -> None:
@@ -162,10 +134,12 @@ def test_two_processes_share_the_limits(tmp_path: Path) -> None:
         "RATE_LIMITS": "login_account=4/minute",
         "HOST": "127.0.0.1",
     }
-    ports = [_free_port(), _free_port()]
-    servers = [_start_server(env, ports[0])]
+    first, port = start_server(env, tmp_path / "server-1.log")
+    servers, ports = [first], [port]
     try:
-        servers.append(_start_server(env, ports[1]))  # after the first: it has migrated
+        second, port = start_server(env, tmp_path / "server-2.log")  # the first has migrated
+        servers.append(second)
+        ports.append(port)
         account = email("shared")
         signup = {
             "email": account,

@@ -6,9 +6,6 @@ import datetime
 import os
 import socket
 import ssl
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.server_process import start_server
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -47,41 +44,20 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def https_server(tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("tls")
     cert, key = _self_signed(directory)
-    port = _free_port()
     env = {
         **os.environ,
         "DATA_DIR": str(directory / "data"),
-        "PORT": str(port),
         "TLS_CERTFILE": str(cert),
         "TLS_KEYFILE": str(key),
         "DATABASE_URL": "",
     }
     env.pop("DATABASE_URL")
-    process = subprocess.Popen(
-        [sys.executable, "server.py", "serve"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process, port = start_server(env, directory / "server.log")
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.2)
         yield port, cert
     finally:
         process.terminate()
