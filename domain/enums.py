@@ -1,8 +1,10 @@
-"""The platform's named values: roles, company kinds, order and analysis states.
+"""The platform's named values: roles, company kinds, analysis states.
 
 They are domain vocabulary, so they live here; storage/models.py stores them
 and the GraphQL types expose them. Migrations keep their own frozen copies:
 a migration describes the schema as it was, not as the code is today.
+`OrderStatus` lives with its transitions in domain/order_states.py, so that a new
+status is one edit.
 """
 
 from __future__ import annotations
@@ -26,16 +28,3 @@ class AnalysisStatus(StrEnum):
     RUNNING = "RUNNING"
     DONE = "DONE"
     FAILED = "FAILED"
-
-
-class OrderStatus(StrEnum):
-    """A new status also needs its transitions in domain/order_states.py."""
-
-    REQUESTED = "REQUESTED"
-    ASSIGNED = "ASSIGNED"
-    ACCEPTED = "ACCEPTED"
-    DECLINED = "DECLINED"
-    IN_PRODUCTION = "IN_PRODUCTION"
-    SHIPPED = "SHIPPED"
-    DELIVERED = "DELIVERED"
-    CANCELLED = "CANCELLED"

@@ -17,8 +17,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from domain.enums import OrderStatus as S
 from domain.errors import InvalidTransition
+
+
+class OrderStatus(StrEnum):
+    """Every status an order can have; the steps between them are STEPS below. A status
+    in which the assigned provider holds the order also goes into
+    policy.PROVIDER_ACTIVE_STATUSES (who reaches what is the policy's business)."""
+
+    REQUESTED = "REQUESTED"
+    ASSIGNED = "ASSIGNED"
+    ACCEPTED = "ACCEPTED"
+    DECLINED = "DECLINED"
+    IN_PRODUCTION = "IN_PRODUCTION"
+    SHIPPED = "SHIPPED"
+    DELIVERED = "DELIVERED"
+    CANCELLED = "CANCELLED"
+
+
+S = OrderStatus
 
 
 class Actor(StrEnum):

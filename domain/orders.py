@@ -18,11 +18,11 @@ from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
 from domain import audit, order_states
-from domain.enums import CompanyKind, OrderStatus
+from domain.enums import CompanyKind
 from domain.errors import BadUserInput, InvalidTransition, NotFound
 from domain.ids import parse_id
 from domain.model_files import find_model_for
-from domain.order_states import Actor, Via
+from domain.order_states import Actor, OrderStatus, Via
 from domain.pagination import Page, paginate
 from domain.policy import Access, Rel, Subject, order_holder, reach_filter
 from domain.validation import clean_address, clean_text

@@ -24,8 +24,8 @@ from uuid import UUID
 from tortoise.expressions import Q, Subquery
 
 from domain import audit
-from domain.enums import OrderStatus
 from domain.errors import Forbidden, NotFound, Unauthenticated
+from domain.order_states import OrderStatus
 from storage.models import Order
 
 # Statuses in which the assigned provider holds an order, and so may see it and fetch

@@ -18,7 +18,8 @@ from uuid import UUID
 from tortoise import fields
 from tortoise.models import Model as OrmModel
 
-from domain.enums import AnalysisStatus, CompanyKind, OrderStatus, Role
+from domain.enums import AnalysisStatus, CompanyKind, Role
+from domain.order_states import OrderStatus
 
 __all__ = ["AnalysisStatus", "CompanyKind", "OrderStatus", "Role"]  # stored here
 

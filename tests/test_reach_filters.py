@@ -15,7 +15,8 @@ import pytest
 
 from domain import model_files, orders, policy
 from domain.auth import viewer_for
-from domain.enums import CompanyKind, OrderStatus, Role
+from domain.enums import CompanyKind, Role
+from domain.order_states import OrderStatus
 from domain.policy import ANONYMOUS, Access, Subject, Viewer
 from storage.models import AuditEvent, Comment, Company, Model3D, Order, User
 from tests.helpers import ADDRESS_DICT

@@ -9,8 +9,8 @@ import strawberry
 from strawberry.types import Info
 
 from domain import order_states
-from domain.enums import OrderStatus
 from domain.errors import NotFound
+from domain.order_states import OrderStatus
 from domain.orders import actor_of, history_for, subject_of
 from domain.policy import Subject
 from schema.accounts.types import AddressInput, AddressType, CompanyType, UserType
