@@ -8,8 +8,8 @@ from tortoise.transactions import in_transaction
 
 from domain import audit
 from domain.enums import AnalysisStatus
-from domain.errors import BadUserInput, NotFound
-from domain.ids import parse_id
+from domain.errors import BadUserInput
+from domain.lookups import authorized, reachable
 from domain.pagination import Page, paginate
 from domain.policy import Access, Subject, reach_filter
 from domain.uploads import StoredUpload
@@ -62,19 +62,11 @@ async def create_model(
 
 
 async def find_model(access: Access, model_id: object) -> Model3D:
-    """The model if the caller may reach it; NOT_FOUND otherwise, whether or not it exists."""
-    model = await Model3D.get_or_none(id=parse_id(model_id, "Model"))
-    if model is None or not await access.can_reach(subject_of(model)):
-        raise NotFound("Model not found.")
-    return model
+    return await reachable(access, Model3D, model_id, subject_of)
 
 
 async def find_model_for(access: Access, key: str, model_id: object) -> Model3D:
-    model = await Model3D.get_or_none(id=parse_id(model_id, "Model"))
-    if model is None:
-        raise NotFound("Model not found.")
-    await access.authorize(key, subject_of(model))
-    return model
+    return await authorized(access, key, Model3D, model_id, subject_of)
 
 
 async def list_models(access: Access, first: int | None, after: str | None) -> Page[Model3D]:

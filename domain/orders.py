@@ -21,6 +21,7 @@ from domain import audit, order_states
 from domain.enums import CompanyKind
 from domain.errors import BadUserInput, InvalidTransition, NotFound
 from domain.ids import parse_id
+from domain.lookups import authorized, reachable
 from domain.model_files import find_model_for
 from domain.order_states import Actor, OrderStatus, Via
 from domain.pagination import Page, paginate
@@ -112,19 +113,11 @@ async def request_order(
 
 
 async def find_order(access: Access, order_id: object) -> Order:
-    """The order if the caller may reach it; NOT_FOUND otherwise, whether or not it exists."""
-    order = await Order.get_or_none(id=parse_id(order_id, "Order"))
-    if order is None or not await access.can_reach(subject_of(order)):
-        raise NotFound("Order not found.")
-    return order
+    return await reachable(access, Order, order_id, subject_of)
 
 
 async def find_order_for(access: Access, key: str, order_id: object) -> Order:
-    order = await Order.get_or_none(id=parse_id(order_id, "Order"))
-    if order is None:
-        raise NotFound("Order not found.")
-    await access.authorize(key, subject_of(order))
-    return order
+    return await authorized(access, key, Order, order_id, subject_of)
 
 
 async def assign_order(

@@ -7,7 +7,8 @@ from strawberry.file_uploads import Upload
 from strawberry.types import Info
 
 from domain import comments, downloads, model_files
-from domain.errors import BadUserInput, NotFound
+from domain.errors import BadUserInput
+from domain.lookups import or_none
 from domain.pagination import DEFAULT_PAGE
 from domain.uploads import StoredUpload
 from schema.connections import Connection, connection_from_page
@@ -20,11 +21,8 @@ class Query:
     @guarded()
     async def model(self, info: Info, id: strawberry.ID) -> ModelType | None:
         # Null for models that do not exist or are out of reach: ids cannot be probed.
-        try:
-            row = await model_files.find_model(info.context.access, id)
-        except NotFound:
-            return None
-        return ModelType(row=row)
+        row = await or_none(model_files.find_model(info.context.access, id))
+        return ModelType(row=row) if row else None
 
     @guarded(description="The models the caller may see, newest first.")
     async def models(

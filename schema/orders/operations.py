@@ -6,7 +6,7 @@ import strawberry
 from strawberry.types import Info
 
 from domain import orders
-from domain.errors import NotFound
+from domain.lookups import or_none
 from domain.pagination import DEFAULT_PAGE
 from schema.connections import Connection, connection_from_page
 from schema.fields import guarded
@@ -17,11 +17,8 @@ from schema.orders.types import OrderInput, OrderStatusEnum, OrderType
 class Query:
     @guarded(description="Null when the order does not exist or is not yours to see.")
     async def order(self, info: Info, id: strawberry.ID) -> OrderType | None:
-        try:
-            row = await orders.find_order(info.context.access, id)
-        except NotFound:
-            return None
-        return OrderType(row=row)
+        row = await or_none(orders.find_order(info.context.access, id))
+        return OrderType(row=row) if row else None
 
     @guarded(
         description="The orders the caller may see, newest first: a customer its company's, "

@@ -9,34 +9,19 @@ from tortoise import fields
 
 
 # Frozen copies of the enums as this migration created them: later changes to the
-# live enums (domain/enums.py) belong in a later migration, not here.
-class Role(StrEnum):
-    CUSTOMER = "CUSTOMER"
-    PROVIDER = "PROVIDER"
-    STAFF = "STAFF"
+# live enums (domain/enums.py, domain/order_states.py) belong in a later migration.
+def _frozen(name, *values):
+    return StrEnum(name, [(value, value) for value in values])
 
 
-class CompanyKind(StrEnum):
-    CUSTOMER = "CUSTOMER"
-    PRINT_SERVICE = "PRINT_SERVICE"
-
-
-class AnalysisStatus(StrEnum):
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    DONE = "DONE"
-    FAILED = "FAILED"
-
-
-class OrderStatus(StrEnum):
-    REQUESTED = "REQUESTED"
-    ASSIGNED = "ASSIGNED"
-    ACCEPTED = "ACCEPTED"
-    DECLINED = "DECLINED"
-    IN_PRODUCTION = "IN_PRODUCTION"
-    SHIPPED = "SHIPPED"
-    DELIVERED = "DELIVERED"
-    CANCELLED = "CANCELLED"
+Role = _frozen("Role", "CUSTOMER", "PROVIDER", "STAFF")
+CompanyKind = _frozen("CompanyKind", "CUSTOMER", "PRINT_SERVICE")
+AnalysisStatus = _frozen("AnalysisStatus", "PENDING", "RUNNING", "DONE", "FAILED")
+OrderStatus = _frozen(
+    "OrderStatus",
+    "REQUESTED", "ASSIGNED", "ACCEPTED", "DECLINED", "IN_PRODUCTION", "SHIPPED", "DELIVERED",
+    "CANCELLED",
+)
 
 
 class Migration(migrations.Migration):
