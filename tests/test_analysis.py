@@ -487,7 +487,7 @@ def test_sandbox_memory_limit():
 
 def test_sandbox_crash(monkeypatch):
     crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
-    monkeypatch.setattr(sandbox, "_command", lambda: [sys.executable, "-c", crash])
+    monkeypatch.setattr(sandbox, "child_command", lambda: [sys.executable, "-c", crash])
     with pytest.raises(AnalysisFailed, match="stopped unexpectedly"):
         sandbox.run_isolated(b"x" * 100, "part.stl", "stl", OPTIONS, 30, 2048 * MB)
 
@@ -497,7 +497,7 @@ def test_sandbox_child_gets_no_secrets(monkeypatch):
     script = (
         "import os, sys; sys.stdout.write('{\"failed\": \"' + ','.join(sorted(os.environ)) + '\"}')"
     )
-    monkeypatch.setattr(sandbox, "_command", lambda: [sys.executable, "-c", script])
+    monkeypatch.setattr(sandbox, "child_command", lambda: [sys.executable, "-c", script])
     with pytest.raises(AnalysisFailed) as failure:
         sandbox.run_isolated(b"x", "part.stl", "stl", OPTIONS, 30, 2048 * MB)
     assert "SECRET_KEY" not in failure.value.reason

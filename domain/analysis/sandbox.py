@@ -3,7 +3,8 @@
 Parsers of hostile files can loop, allocate without bound or crash in
 native code. A child process (`python -m domain.analysis.worker`) contains
 all of that: it gets RLIMIT_AS, a CPU-time backstop, no core dumps and no
-file writes, and is killed when the wall-clock timeout expires.
+file writes (Landlock, see `confine`), and is killed when the wall-clock
+timeout expires.
 
 The plaintext goes to the child through a pipe (stdin), never a file; the
 report comes back as JSON through another pipe. The child's environment is
@@ -43,7 +44,7 @@ _ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
-    # Nothing may be written to disk (the child also has RLIMIT_FSIZE = 0).
+    # Nothing may be written to disk (the child is also confined by Landlock).
     "PYTHONDONTWRITEBYTECODE": "1",
 }
 
@@ -88,7 +89,7 @@ def run_isolated_with_stats(
     started = time.monotonic()
     deadline = started + timeout_s
     child = subprocess.Popen(  # noqa: S603 - a fixed command: this interpreter, our module
-        _command(),
+        child_command(),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -115,8 +116,12 @@ def run_isolated_with_stats(
     return report, ChildStats(seconds, peak)
 
 
-def _command() -> list[str]:
+def child_command() -> list[str]:
     return [sys.executable, "-m", "domain.analysis.worker"]
+
+
+def child_environment() -> dict[str, str]:
+    return dict(_ENV)
 
 
 def _exchange(child: subprocess.Popen, header: bytes, data: bytes, deadline: float) -> bytes:

@@ -18,6 +18,8 @@ import resource
 import sys
 import threading
 
+from .confine import forbid_writes
+
 MAX_HEADER = 1 << 16
 
 
@@ -91,10 +93,17 @@ class _Reader(threading.Thread):
 def _limit(memory_bytes: int, cpu_seconds: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-    # A crash must not leave the customer's data in a core file, and nothing
-    # here has any business writing files.
+    # A crash must not leave the customer's data in a core file.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+    try:
+        # No file reachable by a path may be written (see `confine`); memory
+        # files (cascadio's memfd) may, up to the memory budget.
+        forbid_writes()
+        resource.setrlimit(resource.RLIMIT_FSIZE, (memory_bytes, memory_bytes))
+    except OSError:
+        # No Landlock in this kernel: forbid every file write instead, which
+        # also stops cascadio, so STEP fails there (docs/analysis.md).
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
 
 
 def _peak_rss() -> int:
