@@ -89,6 +89,24 @@ def with_collapsed_face(mesh: Mesh) -> Mesh:
     return vertices, np.vstack([faces, [faces[0, 0], faces[0, 0], faces[0, 1]]])
 
 
+def cracked(mesh: Mesh, relative: float, dtype=np.float64, seed: int = 3) -> Mesh:
+    """Each triangle with its own corners, moved by up to `relative` of the
+    largest extent, as a CAD exporter rounding every face on its own does.
+    With dtype float32, the noise is in float32 units in the last place."""
+    vertices, faces = mesh
+    corners = np.asarray(vertices, dtype=np.float64)[faces].reshape(-1, 3)
+    rng = np.random.default_rng(seed)
+    if dtype == np.float32:
+        stored = corners.astype(np.float32)
+        steps = rng.integers(-relative, relative + 1, stored.shape).astype(np.float32)
+        moved = stored + steps * np.spacing(np.abs(stored) + np.float32(1e-30))
+        corners = moved.astype(np.float64)
+    else:
+        extent = float(np.ptp(vertices, axis=0).max())
+        corners = corners + rng.uniform(-1, 1, corners.shape) * relative * extent
+    return corners, np.arange(len(corners)).reshape(-1, 3)
+
+
 def mobius_strip(segments: int = 24, width: float = 4.0, radius: float = 20.0) -> Mesh:
     """A one-sided (non-orientable) open surface."""
     vertices = []

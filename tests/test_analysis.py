@@ -161,6 +161,37 @@ def test_step_units_are_converted_to_mm(unit, scale):
     assert report.is_watertight and report.body_count == 1
 
 
+@pytest.mark.parametrize(("writer", "fmt"), [(gen.ascii_stl, "stl"), (gen.obj, "obj")])
+def test_cad_rounding_noise_is_welded_shut(writer, fmt):
+    # Corners off by up to 1e-13 of the size, like featuretype.STL (1e-16 mm).
+    report = run(writer(gen.cracked(gen.icosphere(2, radius=20), 1e-13)), fmt)
+    assert report.is_watertight and report.body_count == 1
+    assert report.weld_tolerance_mm == pytest.approx(1e-9 * 40, rel=0.05)
+    assert "CORNERS_JOINED" in codes(report) and "OPEN_EDGES" not in codes(report)
+    assert report.printability.printable
+
+
+def test_float32_noise_is_welded_shut():
+    # Two float32 steps of noise: exact welding sees every edge open.
+    report = run(gen.binary_stl(gen.cracked(gen.box((10, 20, 30), (100, 0, 0)), 2, np.float32)))
+    assert report.is_watertight and report.body_count == 1
+    assert report.volume == pytest.approx(6000, rel=1e-5)
+    # 4 ulps of the largest coordinate (110 mm) in float32.
+    assert report.weld_tolerance_mm == pytest.approx(4 * 2**-23 * 110, rel=1e-6)
+
+
+@pytest.mark.parametrize("relative", [1e-6, 1e-4])
+def test_real_gaps_stay_open(relative):
+    report = run(gen.ascii_stl(gen.cracked(gen.icosphere(2, radius=20), relative)))
+    assert not report.is_watertight and "OPEN_EDGES" in codes(report)
+    assert "CORNERS_JOINED" not in codes(report)
+
+
+def test_exact_meshes_report_the_tolerance_without_joining():
+    report = run(gen.binary_stl(gen.box((10, 20, 30))))
+    assert report.weld_tolerance_mm > 0 and "CORNERS_JOINED" not in codes(report)
+
+
 def test_welding_survives_hash_collisions():
     corners = np.asarray(gen.icosphere(3)[0])[gen.icosphere(3)[1]]
     vertices, faces = weld(corners)

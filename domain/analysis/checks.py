@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cracks import Joined
 from .edges import EdgeFacts
 from .orientation import Orientation
 from .report import Issue
@@ -31,6 +32,8 @@ class Facts:
     bodies: int
     orientation: Orientation
     thickness: Thickness | None  # None when not measured (open surface)
+    weld_tolerance: float = 0.0  # mm, within which open-edge corners are joined
+    joined: Joined | None = None  # cracks closed by that tolerance, if any
 
 
 def printability_issues(
@@ -61,6 +64,17 @@ def _surface(facts: Facts) -> list[Issue]:
                 "warning",
                 f"{facts.degenerate} {_plural(facts.degenerate, 'triangle')} without area "
                 "(collinear or repeated corners), ignored.",
+            )
+        )
+    if facts.joined is not None:
+        joined = facts.joined
+        issues.append(
+            Issue(
+                "CORNERS_JOINED",
+                "info",
+                f"{joined.corners} {_plural(joined.corners, 'corner')} at most "
+                f"{joined.widest_gap:.1e} mm apart (rounding in the exporting program) were "
+                f"joined; tolerance {facts.weld_tolerance:.1e} mm.",
             )
         )
     if edges.open_edges:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .bodies import find_bodies
 from .checks import Facts, printability_issues
+from .cracks import close_cracks, weld_tolerance
 from .edges import collapsed_faces, edge_facts
 from .errors import AnalysisFailed
 from .geometry import Geometry, measure
@@ -40,7 +41,7 @@ def _analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) ->
     if not len(corners):
         raise AnalysisFailed("The file contains no triangles.")
     check_triangle_count(len(corners), options.max_triangles)
-    facts = _examine(corners, options)
+    facts = _examine(corners, options, single_precision(fmt, corners))
     issues = printability_issues(
         facts,
         options.min_wall_thickness_mm,
@@ -59,10 +60,16 @@ def _analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) ->
         body_count=facts.bodies,
         is_watertight=facts.edges.watertight,
         printability=Printability.from_issues(issues),
+        weld_tolerance_mm=facts.weld_tolerance,
     )
 
 
-def _examine(corners: np.ndarray, options: AnalysisOptions) -> Facts:
+def single_precision(fmt: str, corners: np.ndarray) -> bool:
+    """Were the coordinates stored as float32 (binary STL, GLB/glTF buffers)?"""
+    return corners.dtype == np.float32 or fmt in ("glb", "gltf")
+
+
+def _examine(corners: np.ndarray, options: AnalysisOptions, single: bool) -> Facts:
     geometry = measure(corners)
     _check_extent(geometry)
     # One work array for the two big sorts: less peak memory, and fresh pages
@@ -71,6 +78,14 @@ def _examine(corners: np.ndarray, options: AnalysisOptions) -> Facts:
     vertices, faces = weld(corners, scratch=scratch)
     collapsed = collapsed_faces(faces)
     edges = edge_facts(faces, len(vertices), collapsed, scratch=scratch)
+    tolerance = weld_tolerance(geometry.lower, geometry.upper, single)
+    joined = None
+    if edges.open_edges:
+        joined = close_cracks(vertices, faces, edges.open_vertices, tolerance)
+        if joined.corners:
+            faces = joined.faces
+            collapsed = collapsed_faces(faces)
+            edges = edge_facts(faces, len(vertices), collapsed, scratch=scratch)
     del scratch
     bodies = find_bodies(len(faces), edges, collapsed)
     orientation = orient(
@@ -89,6 +104,8 @@ def _examine(corners: np.ndarray, options: AnalysisOptions) -> Facts:
         bodies=bodies.count,
         orientation=orientation,
         thickness=thickness,
+        weld_tolerance=tolerance,
+        joined=joined if joined is not None and joined.corners else None,
     )
 
 
