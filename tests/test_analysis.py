@@ -322,6 +322,41 @@ def test_non_orientable_surface():
     assert codes(report)["INCONSISTENT_WINDING"] == "error"
 
 
+def test_overlapping_bodies_are_united():
+    # Two 10 mm cubes overlapping by half: the printed solid is 1500 mm³, not 2000.
+    mesh = gen.combine(gen.box((10, 10, 10)), gen.box((10, 10, 10), (5, 0, 0)))
+    report = run(gen.binary_stl(mesh))
+    assert report.volume == pytest.approx(1500, rel=1e-9)
+    assert codes(report)["OVERLAPPING_BODIES"] == "warning"
+    # Rays from one cube's faces would meet the other inside: no false thin wall.
+    assert "THIN_WALLS" not in codes(report)
+    assert report.printability.printable
+
+
+def test_inside_out_overlapping_body_is_flipped_before_the_union():
+    mesh = gen.combine(gen.box((10, 10, 10)), gen.flipped(gen.box((10, 10, 10), (5, 5, 0))))
+    report = run(gen.ascii_stl(mesh))
+    assert report.volume == pytest.approx(1750, rel=1e-9)
+    assert {"OVERLAPPING_BODIES", "INVERTED_NORMALS"} <= set(codes(report))
+
+
+def test_touching_and_nested_bodies_are_not_overlaps():
+    touching = gen.combine(gen.box((10, 10, 10)), gen.box((10, 10, 10), (10, 0, 0)))
+    hollow = gen.combine(gen.box((30, 30, 30)), gen.flipped(gen.box((10, 10, 10), (10, 10, 10))))
+    assert run(gen.binary_stl(touching)).volume == pytest.approx(2000, rel=1e-12)
+    assert "OVERLAPPING_BODIES" not in codes(run(gen.binary_stl(touching)))
+    report = run(gen.binary_stl(hollow))
+    assert report.volume == pytest.approx(27000 - 1000, rel=1e-12)
+    assert "OVERLAPPING_BODIES" not in codes(report)
+
+
+def test_a_box_inside_another_is_absorbed():
+    mesh = gen.combine(gen.box((30, 30, 30)), gen.box((10, 10, 10), (10, 10, 10)))
+    report = run(gen.binary_stl(mesh))
+    assert report.volume == pytest.approx(27000, rel=1e-9)
+    assert "OVERLAPPING_BODIES" in codes(report)
+
+
 def test_thin_walls():
     plate = run(gen.binary_stl(gen.box((20, 20, 0.5))))
     assert codes(plate)["THIN_WALLS"] == "error"

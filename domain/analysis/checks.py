@@ -23,6 +23,12 @@ _RANK = {"error": 0, "warning": 1, "info": 2}
 
 
 @dataclass(frozen=True)
+class Overlap:
+    bodies: int  # bodies overlapping another
+    shells_volume: float  # mm³, the shells summed (what the union replaces)
+
+
+@dataclass(frozen=True)
 class Facts:
     triangles: int
     degenerate: int
@@ -34,6 +40,8 @@ class Facts:
     thickness: Thickness | None  # None when not measured (open surface)
     weld_tolerance: float = 0.0  # mm, within which open-edge corners are joined
     joined: Joined | None = None  # cracks closed by that tolerance, if any
+    volume: float = 0.0  # mm³ of the printed solid (the union where bodies overlap)
+    overlap: Overlap | None = None
 
 
 def printability_issues(
@@ -102,6 +110,16 @@ def _surface(facts: Facts) -> list[Issue]:
                 "MULTIPLE_BODIES",
                 "warning",
                 f"The model consists of {facts.bodies} separate bodies.",
+            )
+        )
+    if facts.overlap is not None:
+        issues.append(
+            Issue(
+                "OVERLAPPING_BODIES",
+                "warning",
+                f"{facts.overlap.bodies} bodies overlap; the volume is that of their union "
+                f"({facts.volume:.6g} mm³), as printed, not the sum of the shells "
+                f"({facts.overlap.shells_volume:.6g} mm³).",
             )
         )
     return issues

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .bodies import find_bodies
-from .checks import Facts, printability_issues
+from .checks import Facts, Overlap, printability_issues
 from .cracks import close_cracks, weld_tolerance
 from .edges import collapsed_faces, edge_facts
 from .errors import AnalysisFailed
@@ -21,6 +21,7 @@ from .options import AnalysisOptions
 from .orientation import orient
 from .report import Dimensions, MeshReport, Printability
 from .thickness import Thickness, wall_thickness
+from .union import printed_solid
 from .weld import weld
 
 MAX_COORDINATE_MM = 1e9
@@ -54,7 +55,7 @@ def _analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) ->
         file_size=len(data),
         format=fmt,
         dimensions=Dimensions(x, y, z),
-        volume=facts.orientation.volume,
+        volume=facts.volume,
         surface_area=facts.area,
         triangle_count=facts.triangles,
         body_count=facts.bodies,
@@ -91,10 +92,21 @@ def _examine(corners: np.ndarray, options: AnalysisOptions, single: bool) -> Fac
     orientation = orient(
         geometry.face_volume, edges, bodies, ~collapsed, lambda ids: vertices[faces[ids]]
     )
-    thickness = None
+    thickness, solid = None, None
     # "Inward" is only defined for a closed surface that can face outwards.
     if edges.watertight and orientation.orientable:
-        thickness = _thickness(vertices, faces, geometry, orientation.flipped, options)
+        outward = _outward(faces, orientation.flipped)
+        if bodies.count > 1:
+            signed = geometry.face_volume
+            if orientation.flipped is not None:
+                signed = np.where(orientation.flipped, -signed, signed)
+            solid = printed_solid(vertices, outward, signed, bodies.label, ~collapsed)
+        if solid is None:
+            thickness = _thickness(vertices, outward, geometry, options)
+        else:
+            # Walls of what is printed: rays inside one shell would meet the other.
+            union_geometry = measure(solid.vertices[solid.faces])
+            thickness = _thickness(solid.vertices, solid.faces, union_geometry, options)
     return Facts(
         triangles=len(faces),
         degenerate=int((collapsed | geometry.flat).sum()),
@@ -105,6 +117,8 @@ def _examine(corners: np.ndarray, options: AnalysisOptions, single: bool) -> Fac
         orientation=orientation,
         thickness=thickness,
         weld_tolerance=tolerance,
+        volume=orientation.volume if solid is None else solid.volume,
+        overlap=None if solid is None else Overlap(solid.overlapping, orientation.volume),
         joined=joined if joined is not None and joined.corners else None,
     )
 
@@ -115,16 +129,17 @@ def _check_extent(geometry: Geometry) -> None:
         raise AnalysisFailed("The model's coordinates are too large (beyond 1000 km).")
 
 
+def _outward(faces: np.ndarray, flipped: np.ndarray | None) -> np.ndarray:
+    """`flipped` marks triangles to turn round to face outwards."""
+    if flipped is None:
+        return faces
+    return np.where(flipped[:, None], faces[:, [0, 2, 1]], faces)
+
+
 def _thickness(
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    geometry: Geometry,
-    flipped: np.ndarray | None,
-    options: AnalysisOptions,
+    vertices: np.ndarray, faces: np.ndarray, geometry: Geometry, options: AnalysisOptions
 ) -> Thickness:
-    """Thin-wall check; `flipped` marks triangles to turn round to face outwards."""
-    if flipped is not None:
-        faces = np.where(flipped[:, None], faces[:, [0, 2, 1]], faces)
+    """Thin-wall check on a closed surface wound outwards."""
     return wall_thickness(
         vertices,
         faces,
