@@ -481,7 +481,7 @@ def _hostile():
             OPTIONS,
             "no 3D model",
         ),
-        "gltf with external buffer": (_gltf_external_buffer(), "gltf", OPTIONS, "glTF"),
+        "gltf with external buffer": (_gltf_external_buffer(), "gltf", OPTIONS, "upload a .glb"),
         "iges": (b"x" * 100, "iges", OPTIONS, "IGES"),
         "unknown format": (gen.binary_stl(box), "dwg", OPTIONS, "not supported"),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..formats import FORMATS
 from .bodies import find_bodies
 from .checks import Facts, Overlap, printability_issues
 from .cracks import close_cracks, weld_tolerance
@@ -67,7 +68,8 @@ def _analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) ->
 
 def single_precision(fmt: str, corners: np.ndarray) -> bool:
     """Were the coordinates stored as float32 (binary STL, GLB/glTF buffers)?"""
-    return corners.dtype == np.float32 or fmt in ("glb", "gltf")
+    known = FORMATS.get(fmt)
+    return corners.dtype == np.float32 or (known is not None and known.single_precision)
 
 
 def _examine(corners: np.ndarray, options: AnalysisOptions, single: bool) -> Facts:

@@ -13,12 +13,14 @@ import numpy as np
 
 from ..errors import AnalysisFailed
 from ..options import AnalysisOptions
-from .scene import load_scene
+from .scene import scene_corners
+
+METRES_MM = 1000.0  # cascadio writes glTF, which is in metres
 
 ANGULAR_TOLERANCE = 0.5  # radians, cascadio's default
 
 
-def load_step(data: bytes, options: AnalysisOptions) -> np.ndarray:
+def load_step(data: bytes, fmt: str, options: AnalysisOptions) -> np.ndarray:
     import cascadio
 
     glb = cascadio.to_glb_bytes(
@@ -32,4 +34,6 @@ def load_step(data: bytes, options: AnalysisOptions) -> np.ndarray:
     )
     if not glb:
         raise AnalysisFailed("The STEP file could not be read or holds no solid geometry.")
-    return load_scene(glb, "glb", options.max_triangles)
+    corners = scene_corners(glb, "glb", options.max_triangles)
+    corners *= METRES_MM
+    return corners
