@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -552,6 +556,7 @@ def test_sandbox_memory_limit():
 
 
 def test_sandbox_crash(monkeypatch):
+    monkeypatch.setattr(sandbox, "PREFORK", False)
     crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
     monkeypatch.setattr(sandbox, "child_command", lambda: [sys.executable, "-c", crash])
     with pytest.raises(AnalysisFailed, match="stopped unexpectedly"):
@@ -559,6 +564,7 @@ def test_sandbox_crash(monkeypatch):
 
 
 def test_sandbox_child_gets_no_secrets(monkeypatch):
+    monkeypatch.setattr(sandbox, "PREFORK", False)
     monkeypatch.setenv("SECRET_KEY", "do-not-leak")
     script = (
         "import os, sys; sys.stdout.write('{\"failed\": \"' + ','.join(sorted(os.environ)) + '\"}')"
@@ -567,6 +573,42 @@ def test_sandbox_child_gets_no_secrets(monkeypatch):
     with pytest.raises(AnalysisFailed) as failure:
         sandbox.run_isolated(b"x", "part.stl", "stl", OPTIONS, 30, 2048 * MB)
     assert "SECRET_KEY" not in failure.value.reason
+
+
+def test_forked_child_crash_is_reported():
+    # A child killed by a signal (as a native crash would) fails the analysis cleanly.
+    data = gen.binary_stl(gen.icosphere(7))
+    child = sandbox._start()
+    try:
+        os.killpg(child.pid, signal.SIGSEGV)
+        output = sandbox._exchange(child, b"{}\n", data, time.monotonic() + 30)
+        assert output == b""
+        assert child.wait(time.monotonic() + 30) == -signal.SIGSEGV
+    finally:
+        child.close()
+
+
+def test_prefork_process_holds_no_secret_and_no_network(monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "do-not-leak")
+    sandbox.prestart()
+    process = sandbox._prefork._process
+    proc = Path(f"/proc/{process.pid}")
+    environ = (proc / "environ").read_bytes()
+    assert b"SECRET_KEY" not in environ and b"do-not-leak" not in environ
+    links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+    # Only its control socket to this process (an AF_UNIX pair): no TCP, no listener.
+    assert sum(link.startswith("socket:") for link in links) == 1
+    tcp = (proc / "net" / "tcp").read_text() + (proc / "net" / "tcp6").read_text()
+    inodes = {link[8:-1] for link in links if link.startswith("socket:")}
+    assert not any(inode in tcp for inode in inodes)
+
+
+def test_prefork_is_restarted_when_it_dies():
+    sandbox.prestart()
+    os.kill(sandbox._prefork._process.pid, signal.SIGKILL)
+    sandbox._prefork._process.wait()
+    data = gen.binary_stl(gen.box((10, 20, 30)))
+    assert sandbox.run_isolated(data, "part.stl", "stl", OPTIONS, 30, 2048 * MB).volume == 6000
 
 
 # Peer comparison ------------------------------------------------------------------
