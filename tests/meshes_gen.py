@@ -493,14 +493,17 @@ def step_part(kind: str, unit: str = "mm") -> tuple[bytes, float]:
 
 
 def _declare_unit(text: str, unit: str) -> str:
+    """Declare `unit` in every representation context (one per solid)."""
     si_mm = "SI_UNIT(.MILLI.,.METRE.)"
-    line = next(row for row in text.splitlines() if "LENGTH_UNIT()" in row and si_mm in row)
-    if unit == "m":
-        return text.replace(line, line.replace(si_mm, "SI_UNIT($,.METRE.)"))
+    lines = [row for row in text.splitlines() if "LENGTH_UNIT()" in row and si_mm in row]
+    for line in lines:
+        if unit == "m":
+            text = text.replace(line, line.replace(si_mm, "SI_UNIT($,.METRE.)"))
+        elif unit == "inch":
+            ref = line.split("=", 1)[0].strip()
+            inch = f"{ref}=(CONVERSION_BASED_UNIT('INCH',#9002) LENGTH_UNIT() NAMED_UNIT(#9001));"
+            text = text.replace(line, inch)
     if unit == "inch":
-        ref = line.split("=", 1)[0].strip()
-        inch = f"{ref}=(CONVERSION_BASED_UNIT('INCH',#9002) LENGTH_UNIT() NAMED_UNIT(#9001));"
-        text = text.replace(line, inch)
         head, tail = text.rsplit("ENDSEC;", 1)
-        return head + _INCH_ENTITIES + "ENDSEC;" + tail
+        text = head + _INCH_ENTITIES + "ENDSEC;" + tail
     return text

@@ -174,3 +174,18 @@ def test_confined_child_cannot_write_files(tmp_path):
     )
     assert result.stdout.strip() == "3"
     assert not target.exists() and not (tmp_path / "dir").exists()
+
+
+# STEP: exact volumes of analytic parts, in three units --------------------------------
+
+
+@pytest.mark.parametrize("unit", list(gen.STEP_UNITS_MM))
+@pytest.mark.parametrize("kind", gen.STEP_PARTS)
+def test_step_parts_have_exact_volumes(kind, unit):
+    data, exact = gen.step_part(kind, unit)
+    report = isolated(data, "step")
+    assert report.volume == pytest.approx(exact, rel=1e-4)
+    assert report.is_watertight
+    assert report.body_count == (3 if kind == "assembly" else 1)
+    # Sizes are about 30 mm whatever the unit the file is written in.
+    assert max(report.dimensions.x, report.dimensions.y, report.dimensions.z) < 70

@@ -7,6 +7,8 @@ stopped safely.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ..formats import FORMATS
@@ -26,6 +28,8 @@ from .union import printed_solid
 from .weld import weld
 
 MAX_COORDINATE_MM = 1e9
+# A CAD file's exact volume replaces the mesh's only if they agree this well.
+EXACT_AGREEMENT = 1e-2
 
 
 def analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) -> MeshReport:
@@ -39,11 +43,13 @@ def analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) -> 
 def _analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) -> MeshReport:
     if not len(data):
         raise AnalysisFailed("The file is empty.")
-    corners = load_corners(data, fmt, options)
+    corners, exact = load_corners(data, fmt, options)
     if not len(corners):
         raise AnalysisFailed("The file contains no triangles.")
     check_triangle_count(len(corners), options.max_triangles)
     facts = _examine(corners, options, single_precision(fmt, corners))
+    if exact is not None:
+        facts = _with_exact(facts, exact)
     issues = printability_issues(
         facts,
         options.min_wall_thickness_mm,
@@ -123,6 +129,16 @@ def _examine(corners: np.ndarray, options: AnalysisOptions, single: bool) -> Fac
         overlap=None if solid is None else Overlap(solid.overlapping, orientation.volume),
         joined=joined if joined is not None and joined.corners else None,
     )
+
+
+def _with_exact(facts: Facts, exact) -> Facts:
+    """Take a CAD file's exact volume and area when its mesh is the same solid:
+    closed, as many bodies as solids, no overlap to unite, volumes agreeing
+    within the tessellation's reach."""
+    agrees = abs(facts.volume - exact.volume) <= EXACT_AGREEMENT * abs(exact.volume)
+    if facts.edges.watertight and facts.overlap is None and facts.bodies == exact.solids and agrees:
+        return replace(facts, volume=exact.volume, area=exact.area)
+    return facts
 
 
 def _check_extent(geometry: Geometry) -> None:

@@ -10,6 +10,7 @@ paths or internals).
 from __future__ import annotations
 
 from importlib import import_module
+from typing import Any
 
 import numpy as np
 
@@ -18,23 +19,26 @@ from ..errors import AnalysisFailed
 from ..options import AnalysisOptions
 
 
-def load_corners(data: bytes, fmt: str, options: AnalysisOptions) -> np.ndarray:
+def load_corners(data: bytes, fmt: str, options: AnalysisOptions) -> tuple[np.ndarray, Any]:
+    """The triangle soup in mm, and exact measures when the format has them
+    (STEP's B-rep: `step.Exact`), else None."""
     known = FORMATS.get(fmt)
     if known is None:
         raise AnalysisFailed(f"Files of type '{fmt[:16]}' are not supported.")
     if known.refused:
         raise AnalysisFailed(known.refused)
     try:
-        corners = _loader(known)(data, fmt, options)
+        loaded = _loader(known)(data, fmt, options)
     except (AnalysisFailed, MemoryError):
         raise
     except Exception as exc:  # third-party parsers fail in many ways
         raise AnalysisFailed(
             f"The file could not be read as {known.label}: it is damaged or not in this format."
         ) from exc
+    corners, exact = loaded if isinstance(loaded, tuple) else (loaded, None)
     if known.unit_mm not in (None, 1.0) and len(corners):
         corners = corners * known.unit_mm
-    return corners
+    return corners, exact
 
 
 def _loader(known: Format):
