@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,7 +93,11 @@ def read_brep(data: bytes, fmt: str = "step") -> Brep | None:
     memory = os.memfd_create("cad", os.MFD_CLOEXEC)
     try:
         os.write(memory, data)
-        gmsh.initialize(["-noenv"], readConfigFiles=False)
+        gmsh.initialize(["-noenv"], readConfigFiles=False, interruptible=False)
+        # gmsh resets SIGPIPE to "terminate": a later write to a closed pipe
+        # would kill the process instead of raising BrokenPipeError.
+        with contextlib.suppress(ValueError):  # only the main thread may set it
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         try:
             gmsh.option.setNumber("General.Terminal", 0)
             gmsh.model.occ.importShapes(f"/proc/self/fd/{memory}", format=fmt)
