@@ -544,7 +544,7 @@ def test_sandbox_passes_analysis_failures_through():
 
 
 def test_sandbox_timeout():
-    data = gen.binary_stl(gen.icosphere(4))
+    data = gen.binary_stl(gen.icosphere(7))  # 327,680 triangles: far more than 50 ms
     with pytest.raises(AnalysisFailed, match=r"exceeded 0\.05 seconds"):
         sandbox.run_isolated(data, "part.stl", "stl", OPTIONS, 0.05, 2048 * MB)
 

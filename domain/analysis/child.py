@@ -87,10 +87,14 @@ def serve(control: socket.socket) -> int:
 
 
 def _preload() -> None:
-    # What every analysis needs; format-specific libraries load in the child.
+    # What most analyses need; format-specific libraries load in the child.
+    import manifold3d  # noqa: F401  (union, thin-wall rays: 0.5 s to import)
     import numpy  # noqa: F401
+    import scipy.sparse.csgraph  # (closing cracks)
+    import scipy.spatial  # noqa: F401
 
     from . import core  # noqa: F401
+    from .loaders import stl  # noqa: F401
 
 
 def _receive(control: socket.socket) -> list[int] | None:
