@@ -9,6 +9,7 @@ the pre-forked isolated analysis child):
 - answer->DONE: the same, from the upload's answer (the fixed cost of the job
   hand-off, fetch, decryption, the child and the result write);
 - child: `run_isolated` alone, in this process, the way the job calls it;
+- own: `analyse` in this process (the analysis' own time, no process hand-off);
 - peak: the largest resident set of any process under the server while the
   file is analysed (sampled every 5 ms with psutil), against the file size;
 - admesh: `admesh FILE` wall time (Debian package `admesh`) and the ratios.
@@ -52,7 +53,7 @@ from bench.common import (
     subprocess_running,
     wait_healthy,
 )
-from domain.analysis import AnalysisOptions
+from domain.analysis import AnalysisOptions, analyse
 from domain.analysis.sandbox import prestart, run_isolated_with_stats
 
 MIB = 1024 * 1024
@@ -82,8 +83,8 @@ def main() -> None:
             base_url, token, pid = _server(stack, work)
             prestart()
             print(f"{'file':28s} {'triangles':>10s} {'MiB':>7s} | {'upload->DONE':>12s} "
-                  f"{'answer->DONE':>12s} {'child':>7s} {'peak/file':>9s} | {'admesh':>7s} "
-                  f"{'API/admesh':>10s} {'child/admesh':>12s}")
+                  f"{'answer->DONE':>12s} {'child':>7s} {'own':>7s} {'peak/file':>9s} | "
+                  f"{'admesh':>7s} {'API/admesh':>10s} {'own/admesh':>10s}")
             for path in files:
                 _bench(path, base_url, token, pid, admesh, args.runs)
 
@@ -141,7 +142,7 @@ def _server(stack: contextlib.ExitStack, work: Path) -> tuple[str, str, int]:
 def _bench(path: Path, base_url: str, token: str, pid: int, admesh: str | None, runs: int):
     data = path.read_bytes()
     api, answered, peaks = [], [], []
-    child_times = []
+    child_times, own = [], []
     for run in range(runs + 1):
         total, after_answer, peak = asyncio.run(_through_api(base_url, token, pid, path.name, data))
         report, stats = run_isolated_with_stats(
@@ -152,15 +153,18 @@ def _bench(path: Path, base_url: str, token: str, pid: int, admesh: str | None, 
             answered.append(after_answer)
             peaks.append(peak)
             child_times.append(stats.seconds)
+            started = time.perf_counter()
+            analyse(data, path.name, "stl", AnalysisOptions())
+            own.append(time.perf_counter() - started)
     triangles = report.triangle_count
     line = (f"{path.name[:28]:28s} {triangles:>10,d} {len(data) / MIB:7.2f} | "
-            f"{_s(api):>12s} {_s(answered):>12s} {_s(child_times):>7s} "
+            f"{_s(api):>12s} {_s(answered):>12s} {_s(child_times):>7s} {_s(own):>7s} "
             f"{statistics.median(peaks) / len(data):9.2f} |")
     if admesh is not None:
         theirs = [_admesh(admesh, path) for _ in range(runs + 1)][1:]
         ratio_api = statistics.median(api) / statistics.median(theirs)
-        ratio_child = statistics.median(child_times) / statistics.median(theirs)
-        line += f" {_s(theirs):>7s} {ratio_api:9.2f}x {ratio_child:11.2f}x"
+        ratio_own = statistics.median(own) / statistics.median(theirs)
+        line += f" {_s(theirs):>7s} {ratio_api:9.2f}x {ratio_own:9.2f}x"
     print(line, flush=True)
 
 
