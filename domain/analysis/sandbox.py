@@ -259,6 +259,10 @@ class _Prefork:
             raise OSError("the pre-forking analysis process did not answer")
         return _Forked(struct.unpack("<q", pid)[0], data_w, result_r, status_r)
 
+    def stop(self) -> None:
+        with self._lock:
+            self._stop()
+
     def _stop(self) -> None:
         if self._control is not None:
             self._control.close()  # it exits when its control socket closes
