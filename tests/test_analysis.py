@@ -361,6 +361,37 @@ def test_a_box_inside_another_is_absorbed():
     assert "OVERLAPPING_BODIES" in codes(report)
 
 
+@pytest.fixture(params=["bvh", "grid"])
+def ray_caster(request, monkeypatch):
+    """The thin-wall checks below run with both ray casters: manifold3d's BVH (meshes
+    up to BVH_MAX_TRIANGLES) and the local grid (larger meshes)."""
+    from domain.analysis import thickness
+
+    if request.param == "grid":
+        monkeypatch.setattr(thickness, "BVH_MAX_TRIANGLES", -1)
+    return request.param
+
+
+def test_both_ray_casters_agree():
+    from domain.analysis import thickness
+    from domain.analysis.geometry import measure
+
+    vertices, faces = gen.combine(gen.icosphere(4, 10), gen.box((0.5, 30, 30), (20, 0, 0)))
+    geometry = measure(vertices[faces])
+    args = (vertices, faces, geometry.face_area, geometry.reach, 0.8, 2000, 0)
+    bvh = thickness.wall_thickness(*args)
+    original = thickness.BVH_MAX_TRIANGLES
+    try:
+        thickness.BVH_MAX_TRIANGLES = -1
+        grid = thickness.wall_thickness(*args)
+    finally:
+        thickness.BVH_MAX_TRIANGLES = original
+    assert bvh.samples == grid.samples == 2000
+    assert bvh.thin_samples == grid.thin_samples > 0
+    assert bvh.minimum == pytest.approx(grid.minimum, rel=1e-9)
+
+
+@pytest.mark.usefixtures("ray_caster")
 def test_thin_walls():
     plate = run(gen.binary_stl(gen.box((20, 20, 0.5))))
     assert codes(plate)["THIN_WALLS"] == "error"
@@ -373,6 +404,7 @@ def test_thin_walls():
     )
 
 
+@pytest.mark.usefixtures("ray_caster")
 def test_thin_fin_on_a_block_is_found():
     fin = gen.box((0.4, 10, 10), (30, 0, 0))
     block = gen.box((20, 20, 20))
@@ -381,6 +413,7 @@ def test_thin_fin_on_a_block_is_found():
     assert "as thin as 0.40 mm" in issue(report, "THIN_WALLS").message
 
 
+@pytest.mark.usefixtures("ray_caster")
 def test_thin_wall_detection_is_deterministic():
     data = gen.binary_stl(gen.combine(gen.icosphere(3, 10), gen.box((0.3, 30, 30), (20, 0, 0))))
     assert run(data) == run(data)
