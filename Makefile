@@ -21,8 +21,9 @@ $(DEV_STAMP): $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-# Debian tools: pg_dump/pg_restore for PostgreSQL backups, and admesh, a peer the
-# analysis is compared against. Best effort: the
+# Debian tools: pg_dump/pg_restore for PostgreSQL backups, admesh, a peer the
+# analysis is compared against, and strace, which proves the analysis child writes
+# no file (tests/test_analysis_child.py). Best effort: the
 # comparison tests say SKIPPED when they are missing, they never fail for it.
 peers:
 	@command -v pg_dump >/dev/null 2>&1 || { \
@@ -35,6 +36,11 @@ peers:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq admesh >/dev/null) \
 	      || echo "note: could not install admesh; peer comparisons will be skipped"; \
 	  else echo "note: admesh not installed; peer comparisons will be skipped"; fi; }
+	@command -v strace >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null) \
+	      || echo "note: could not install strace; the no-file-write trace test will be skipped"; \
+	  else echo "note: strace not installed; the no-file-write trace test will be skipped"; fi; }
 
 run: $(RUNTIME_STAMP)
 	$(BIN)/python server.py serve

@@ -1,138 +1,237 @@
-"""Benchmark: geometry analysis of binary STL icospheres against admesh.
+"""Benchmark: geometry analysis end to end, next to `admesh FILE` in the same run.
 
-Generates two synthetic meshes (not customer files, so writing them to a
-temporary directory is fine), then for each prints the wall-clock seconds
-and peak resident memory of
+For each file, as a client sees it, over the API of a real server process
+(`server.py serve`, SQLite, encrypted local store, the in-process job engine,
+the pre-forked isolated analysis child):
 
-- the platform's analysis, run the production way (`run_isolated`: a fresh
-  child process fed through a pipe, including interpreter start-up), and
-- `admesh FILE` on the same file (Debian package `admesh`), when installed,
+- upload->DONE: from sending the multipart upload to the first poll that
+  reads `DONE` (polling `model.analysisStatus` every 10 ms);
+- answer->DONE: the same, from the upload's answer (the fixed cost of the job
+  hand-off, fetch, decryption, the child and the result write);
+- child: `run_isolated` alone, in this process, the way the job calls it;
+- own: `analyse` in this process (the analysis' own time, no process hand-off);
+- peak: the largest resident set of any process under the server while the
+  file is analysed (sampled every 5 ms with psutil), against the file size;
+- admesh: `admesh FILE` wall time (Debian package `admesh`) and the ratios.
 
-with their ratio. Each figure is the best of --runs runs after one warm-up.
+Files: generated icospheres (1,310,720 and 5,242,880 triangles; synthetic, so
+writing them to a temporary directory is fine), a 1 KB STL, and the real CAD
+STLs of ../shared/meshes when present. Each figure is the median of --runs
+runs after one warm-up. Nothing here passes or fails on time.
 
-    .venv/bin/python bench/analysis.py [--runs 3]
+    .venv/bin/python bench/analysis.py [--runs 3] [--quick]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx
+import psutil
 import trimesh
 
+from bench.common import (
+    HOST,
+    child_env,
+    free_port,
+    print_machine,
+    sign_up,
+    subprocess_running,
+    wait_healthy,
+)
 from domain.analysis import AnalysisOptions, analyse
-from domain.analysis.sandbox import run_isolated_with_stats
+from domain.analysis.sandbox import prestart, run_isolated_with_stats
 
 MIB = 1024 * 1024
-MESHES = (("icosphere-4", 4), ("icosphere-8", 8))  # 5,120 and 1,310,720 triangles
-TIMEOUT_S = 120.0
-MEMORY_BYTES = 4096 * MIB
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "meshes"
+CAD_FILES = ("featuretype.STL", "idler_riser.STL", "octagonal_pocket.stl", "20mm-xyz-cube.stl",
+             "admesh-conveyor-merge.stl")
+POLL_S = 0.010
+MODEL = "query($id: ID!) { model(id: $id) { analysisStatus analysisError } }"
+UPLOAD = (
+    "mutation($f: Upload!) { uploadModel(file: $f) { id analysisStatus } }"
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    runs = parser.parse_args().runs
+    parser.add_argument("--quick", action="store_true", help="skip the 5M-triangle sphere")
+    args = parser.parse_args()
     admesh = shutil.which("admesh")
+    print_machine()
     if admesh is None:
-        print("admesh is not installed (apt-get install admesh): comparison skipped.\n")
+        print("admesh is not installed (apt-get install admesh): ratios skipped.\n")
     with tempfile.TemporaryDirectory(prefix="bench-analysis-") as folder:
-        for name, subdivisions in MESHES:
-            path = Path(folder) / f"{name}.stl"
-            trimesh.creation.icosphere(subdivisions=subdivisions, radius=50.0).export(path)
-            _bench(path, admesh, runs)
+        work = Path(folder)
+        files = _files(work, args.quick)
+        with contextlib.ExitStack() as stack:
+            base_url, token, pid = _server(stack, work)
+            prestart()
+            print(f"{'file':28s} {'triangles':>10s} {'MiB':>7s} | {'upload->DONE':>12s} "
+                  f"{'answer->DONE':>12s} {'child':>7s} {'own':>7s} {'peak/file':>9s} | "
+                  f"{'admesh':>7s} {'API/admesh':>10s} {'own/admesh':>10s}")
+            for path in files:
+                _bench(path, base_url, token, pid, admesh, args.runs)
 
 
-def _bench(path: Path, admesh: str | None, runs: int) -> None:
+def _files(work: Path, quick: bool) -> list[Path]:
+    files = []
+    tiny = work / "box-1KB.stl"
+    trimesh.creation.box((10, 20, 30)).export(tiny)
+    files.append(tiny)
+    files += [SHARED / name for name in CAD_FILES if (SHARED / name).is_file()]
+    mechanical = work / "mechanical-80k.stl"
+    _mechanical_part().export(mechanical)
+    files.append(mechanical)
+    for subdivisions in (8,) if quick else (8, 9):
+        path = work / f"icosphere-{subdivisions}.stl"
+        trimesh.creation.icosphere(subdivisions=subdivisions, radius=50.0).export(path)
+        files.append(path)
+    return files
+
+
+def _mechanical_part() -> trimesh.Trimesh:
+    """A plate with 60 round bosses and holes: about 80k CAD-like triangles."""
+    plate = trimesh.creation.box((200, 120, 8))
+    parts = [plate]
+    for i in range(60):
+        x, y = -90 + 18 * (i % 10), -50 + 20 * (i // 10)
+        boss = trimesh.creation.annulus(r_min=3, r_max=6, height=12, sections=320)
+        boss.apply_translation((x, y, 6))
+        parts.append(boss)
+    return trimesh.util.concatenate(parts)
+
+
+def _server(stack: contextlib.ExitStack, work: Path) -> tuple[str, str, int]:
+    data_dir = work / "data"
+    data_dir.mkdir()
+    port = free_port()
+    base_url = f"http://{HOST}:{port}"
+    env = child_env(
+        DATA_DIR=str(data_dir),
+        HOST=HOST,
+        PORT=str(port),
+        APP_ENV="development",
+        MAX_UPLOAD_BYTES=str(300 * MIB),
+        RATE_LIMITS="upload_user=100000/hour,upload_ip=100000/hour,signup_ip=100000/hour",
+    )
+    log = work / "server.log"
+    proc = stack.enter_context(
+        subprocess_running([sys.executable, "server.py", "serve"], env, log)
+    )
+    wait_healthy(base_url, proc, "/healthz", log)
+    token = sign_up(base_url, f"Analysis Bench {secrets.token_hex(3)}")
+    return base_url, token, proc.pid
+
+
+def _bench(path: Path, base_url: str, token: str, pid: int, admesh: str | None, runs: int):
     data = path.read_bytes()
-    options = AnalysisOptions()
-    report = analyse(data, path.name, "stl", options)
-    in_process = min(_timed(lambda: analyse(data, path.name, "stl", options)) for _ in range(runs))
-    ours = _best(runs, lambda: _ours(data, path.name, options))
-    triangles = f"{report.triangle_count:,} triangles"
-    print(f"{path.name}: {triangles}, {len(data) / MIB:.1f} MiB")
-    print(f"  volume {report.volume:.6f} mm³, area {report.surface_area:.6f} mm²")
-    print(f"  analysis in-process (no spawn):  {in_process:7.3f} s")
-    _line("analysis (run_isolated)", ours, len(data))
-    if admesh is not None:
-        theirs = _best(runs, lambda: _admesh(admesh, path))
-        _line("admesh", theirs, len(data))
-        print(
-            f"  ratio analysis/admesh: time {ours[0] / theirs[0]:.2f}x, "
-            f"peak memory {ours[1] / theirs[1]:.2f}x"
+    api, answered, peaks = [], [], []
+    child_times, own = [], []
+    for run in range(runs + 1):
+        total, after_answer, peak = asyncio.run(_through_api(base_url, token, pid, path.name, data))
+        report, stats = run_isolated_with_stats(
+            data, path.name, "stl", AnalysisOptions(), 300.0, 4096 * MIB
         )
-    print()
+        if run:  # the first is the warm-up
+            api.append(total)
+            answered.append(after_answer)
+            peaks.append(peak)
+            child_times.append(stats.seconds)
+            started = time.perf_counter()
+            analyse(data, path.name, "stl", AnalysisOptions())
+            own.append(time.perf_counter() - started)
+    triangles = report.triangle_count
+    line = (f"{path.name[:28]:28s} {triangles:>10,d} {len(data) / MIB:7.2f} | "
+            f"{_s(api):>12s} {_s(answered):>12s} {_s(child_times):>7s} {_s(own):>7s} "
+            f"{statistics.median(peaks) / len(data):9.2f} |")
+    if admesh is not None:
+        theirs = [_admesh(admesh, path) for _ in range(runs + 1)][1:]
+        ratio_api = statistics.median(api) / statistics.median(theirs)
+        ratio_own = statistics.median(own) / statistics.median(theirs)
+        line += f" {_s(theirs):>7s} {ratio_api:9.2f}x {ratio_own:9.2f}x"
+    print(line, flush=True)
 
 
-def _ours(data: bytes, name: str, options: AnalysisOptions) -> tuple[float, int]:
-    _, stats = run_isolated_with_stats(data, name, "stl", options, TIMEOUT_S, MEMORY_BYTES)
-    return stats.seconds, stats.peak_rss_bytes
+def _s(values: list[float]) -> str:
+    return f"{statistics.median(values):.3f}s"
 
 
-def _admesh(admesh: str, path: Path) -> tuple[float, int]:
-    """admesh's wall time and peak RSS.
-
-    The peak is read by GNU time (`/usr/bin/time`) when present, because
-    getrusage on a child forked from this (large) process reports at least
-    this process's own peak. Otherwise psutil samples the child's RSS.
-    """
-    timer = shutil.which("time", path="/usr/bin:/bin")
-    command = [admesh, str(path)]
-    if timer:
-        command = [timer, "-f", "%M", *command]
-    started = time.monotonic()
-    child = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if timer else None
-    )
-    peak = 0 if timer else _sample_rss(child)
-    _, errors = child.communicate()
-    seconds = time.monotonic() - started
-    if child.returncode:
-        raise SystemExit(f"admesh failed with exit code {child.returncode}")
-    if timer:
-        peak = int(errors.decode().strip().splitlines()[-1]) * 1024
-    return seconds, peak
-
-
-def _sample_rss(child: subprocess.Popen) -> int:
-    import psutil
-
-    peak = 0
-    process = psutil.Process(child.pid)
-    while child.poll() is None:
-        try:
-            peak = max(peak, process.memory_info().rss)
-        except psutil.Error:
-            break
-        time.sleep(0.001)
-    return peak
+async def _through_api(
+    base_url: str, token: str, pid: int, name: str, data: bytes
+) -> tuple[float, float, int]:
+    headers = {"Authorization": f"Bearer {token}", "Apollo-Require-Preflight": "1"}
+    files = {
+        "operations": (None, json.dumps({"query": UPLOAD, "variables": {"f": None}})),
+        "map": (None, json.dumps({"0": ["variables.f"]})),
+        "0": (name, data, "application/octet-stream"),
+    }
+    sampler = _PeakSampler(pid)
+    sampler.start()
+    async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=600) as client:
+        started = time.perf_counter()
+        response = await client.post("/graphql", files=files, headers=headers)
+        answered = time.perf_counter()
+        body = response.json()
+        if body.get("errors"):
+            raise SystemExit(f"upload of {name} failed: {body['errors'][0]['message']}")
+        model_id = body["data"]["uploadModel"]["id"]
+        while True:
+            reply = await client.post(
+                "/graphql", json={"query": MODEL, "variables": {"id": model_id}}, headers=headers
+            )
+            model = reply.json()["data"]["model"]
+            if model["analysisStatus"] == "DONE":
+                break
+            if model["analysisStatus"] == "FAILED":
+                raise SystemExit(f"analysis of {name} failed: {model['analysisError']}")
+            await asyncio.sleep(POLL_S)
+        done = time.perf_counter()
+    sampler.stop()
+    return done - started, done - answered, sampler.peak
 
 
-def _best(runs: int, measure) -> tuple[float, int]:
-    measure()  # warm-up: page cache, memory first-touch in this VM
-    results = [measure() for _ in range(runs)]
-    return min(r[0] for r in results), min(r[1] for r in results)
+class _PeakSampler(threading.Thread):
+    """Largest RSS of any process below the server (the analysis children)."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self._root = psutil.Process(pid)
+        self._halt = threading.Event()
+        self.peak = 0
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            with contextlib.suppress(psutil.Error):
+                for child in self._root.children(recursive=True):
+                    with contextlib.suppress(psutil.Error):
+                        self.peak = max(self.peak, child.memory_info().rss)
+            time.sleep(0.005)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
 
 
-def _timed(action) -> float:
+def _admesh(admesh: str, path: Path) -> float:
     started = time.perf_counter()
-    action()
+    subprocess.run([admesh, str(path)], stdout=subprocess.DEVNULL, check=True)
     return time.perf_counter() - started
-
-
-def _line(label: str, result: tuple[float, int], file_size: int) -> None:
-    seconds, peak = result
-    print(
-        f"  {label + ':':32s} {seconds:7.3f} s, peak {peak / MIB:6.1f} MiB "
-        f"({peak / file_size:.2f}x the file)"
-    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,10 @@
-"""Recognise an upload's 3D format from its first bytes, while it streams in.
+"""The one registry of 3D formats, and recognising an upload's format from its
+first bytes while it streams in.
+
+Adding a format means adding one `Format` to `REGISTRY`: its name, label,
+file extensions, how its content is recognised, which loader reads it, the
+unit its numbers are in and their stored precision. The upload check, the
+analysis loaders and the messages all read it from here.
 
 The content decides, not the name: a renamed PNG is refused, a binary STL
 called `part.bin` is accepted. The extension only breaks ties the content
@@ -14,16 +20,59 @@ from __future__ import annotations
 
 import re
 import struct
+from dataclasses import dataclass
 
 from .errors import UnsupportedFormat
 
 SNIFF_BYTES = 4096
-FORMATS = ("stl", "obj", "ply", "off", "3mf", "glb", "gltf", "step", "iges")
-SUPPORTED_TEXT = "STL, OBJ, PLY, OFF, 3MF, GLB/glTF or STEP"
 # Bytes a binary STL may carry after its last triangle (fewer than a record).
 STL_TRAILING_SLACK = 49
 # Binary STL coordinates beyond this (mm) are taken for random bytes.
 PLAUSIBLE_COORDINATE = 1e9
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # stored in ModelMetadata.format
+    label: str  # for people
+    extensions: tuple[str, ...]
+    # "module:function" under domain.analysis.loaders, imported when first used
+    # (the STL path must not pay for trimesh or OpenCASCADE):
+    # function(data, name, options) -> (n, 3, 3) corners in the file's unit.
+    loader: str
+    # Millimetres per unit of the file's numbers; None: the file declares its
+    # unit and the loader converts (3MF, STEP).
+    unit_mm: float | None
+    # Coordinates stored as float32 (binary STL, glTF buffers): the welding
+    # tolerance allows for their rounding (domain.analysis.cracks).
+    single_precision: bool = False
+    # Set for formats recognised only to be refused with this reason.
+    refused: str | None = None
+
+
+REGISTRY: tuple[Format, ...] = (
+    Format("stl", "STL", ("stl",), "stl:load_stl", 1.0),
+    Format("obj", "OBJ", ("obj",), "scene:load_scene", 1.0),
+    Format("ply", "PLY", ("ply",), "scene:load_scene", 1.0),
+    Format("off", "OFF", ("off",), "scene:load_scene", 1.0),
+    Format("3mf", "3MF", ("3mf",), "threemf:load_3mf", None),
+    Format("glb", "GLB", ("glb",), "scene:load_scene", 1000.0, single_precision=True),
+    Format("gltf", "glTF", ("gltf",), "scene:load_scene", 1000.0, single_precision=True),
+    Format("step", "STEP", ("step", "stp"), "step:load_step", None),
+    Format(
+        "iges",
+        "IGES",
+        ("iges", "igs"),
+        "",
+        None,
+        refused="IGES files are not supported (their faces are rarely sewn into closed "
+        "solids): please export STEP, 3MF or STL.",
+    ),
+)
+FORMATS: dict[str, Format] = {f.name: f for f in REGISTRY}
+_LABELS = [f.label for f in REGISTRY if not f.refused]
+SUPPORTED_TEXT = ", ".join(_LABELS[:-1]) + " or " + _LABELS[-1]
+_BY_EXTENSION = {ext: f.name for f in REGISTRY for ext in f.extensions}
 
 _BOM = b"\xef\xbb\xbf"
 _OTHER_MAGIC = (
@@ -47,7 +96,8 @@ _OBJ_KEYWORDS = frozenset(
     b"v vt vn vp f l p o g s mg mtllib usemtl cstype deg bmat step curv curv2 surf "
     b"parm trim hole scrv sp end con lod maplib usemap shadow_obj trace_obj".split()
 )
-_OFF_HEADER = re.compile(rb"^(ST)?C?N?4?n?OFF\b")
+# The counts may follow on the same line ("OFF8 6 12", "\tOFF 8 6 12").
+_OFF_HEADER = re.compile(rb"^(ST)?C?N?4?n?OFF(?![A-Za-z_])")
 _IGES_START = re.compile(rb"^.{72}S[ 0-9]{7}$")
 
 
@@ -67,10 +117,7 @@ def sniff_format(head: bytes, file_name: str) -> str:
     if text.startswith(b"ISO-10303-21"):
         return "step"
     if _is_iges(head):
-        raise UnsupportedFormat(
-            "IGES files are not supported (they rarely describe closed solids): "
-            "please export STEP, 3MF or STL."
-        )
+        raise UnsupportedFormat(FORMATS["iges"].refused)
     if re.match(rb"ply\r?\n", text):
         return "ply"
     if looks_like_ascii_stl(head):
@@ -133,7 +180,7 @@ def _check_binary_stl(head: bytes, total_size: int) -> None:
 
 def _extension(file_name: str) -> str:
     ext = file_name.rsplit(".", 1)[-1].lower() if "." in file_name else ""
-    return {"stp": "step", "igs": "iges"}.get(ext, ext)
+    return _BY_EXTENSION.get(ext, ext)
 
 
 def _zip(head: bytes, ext: str) -> str:

@@ -89,6 +89,24 @@ def with_collapsed_face(mesh: Mesh) -> Mesh:
     return vertices, np.vstack([faces, [faces[0, 0], faces[0, 0], faces[0, 1]]])
 
 
+def cracked(mesh: Mesh, relative: float, dtype=np.float64, seed: int = 3) -> Mesh:
+    """Each triangle with its own corners, moved by up to `relative` of the
+    largest extent, as a CAD exporter rounding every face on its own does.
+    With dtype float32, the noise is in float32 units in the last place."""
+    vertices, faces = mesh
+    corners = np.asarray(vertices, dtype=np.float64)[faces].reshape(-1, 3)
+    rng = np.random.default_rng(seed)
+    if dtype == np.float32:
+        stored = corners.astype(np.float32)
+        steps = rng.integers(-relative, relative + 1, stored.shape).astype(np.float32)
+        moved = stored + steps * np.spacing(np.abs(stored) + np.float32(1e-30))
+        corners = moved.astype(np.float64)
+    else:
+        extent = float(np.ptp(vertices, axis=0).max())
+        corners = corners + rng.uniform(-1, 1, corners.shape) * relative * extent
+    return corners, np.arange(len(corners)).reshape(-1, 3)
+
+
 def mobius_strip(segments: int = 24, width: float = 4.0, radius: float = 20.0) -> Mesh:
     """A one-sided (non-orientable) open surface."""
     vertices = []
@@ -412,3 +430,80 @@ def step_box(size=(10.0, 20.0, 30.0), unit: str = "mm") -> bytes:
         "END-ISO-10303-21;",
     ]
     return ("\n".join(text) + "\n").encode()
+
+
+# STEP parts from OpenCASCADE (gmsh's OCC kernel), with their exact volumes --------------
+
+STEP_UNITS_MM = {"mm": 1.0, "inch": 25.4, "m": 1000.0}
+_INCH_ENTITIES = (
+    "#9001=DIMENSIONAL_EXPONENTS(1.,0.,0.,0.,0.,0.,0.);\n"
+    "#9002=LENGTH_MEASURE_WITH_UNIT(LENGTH_MEASURE(25.4),#9003);\n"
+    "#9003=(LENGTH_UNIT() NAMED_UNIT(*) SI_UNIT(.MILLI.,.METRE.));\n"
+)
+
+
+STEP_PARTS = ("block_with_hole", "cylinder", "sphere", "assembly")
+
+
+def step_part(kind: str, unit: str = "mm") -> tuple[bytes, float]:
+    """A STEP file of an analytic part written by OpenCASCADE, and its exact volume (mm³).
+
+    Sizes are about 30 mm whatever the unit: the numbers in the file are the
+    millimetre sizes divided by the unit's length, and the file declares that
+    unit. Needs `gmsh` (test-only dependency); generated in a temporary directory.
+    """
+    import os
+    import tempfile
+
+    import gmsh
+
+    k = 1.0 / STEP_UNITS_MM[unit]
+    gmsh.initialize(["-noenv"], readConfigFiles=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add(kind)
+        occ = gmsh.model.occ
+        if kind == "block_with_hole":
+            box = occ.addBox(0, 0, 0, 30 * k, 20 * k, 10 * k)
+            hole = occ.addCylinder(15 * k, 10 * k, 0, 0, 0, 10 * k, 4 * k)
+            occ.cut([(3, box)], [(3, hole)])
+            exact = 30 * 20 * 10 - math.pi * 4**2 * 10
+        elif kind == "cylinder":
+            occ.addCylinder(0, 0, 0, 0, 0, 25 * k, 8 * k)
+            exact = math.pi * 8**2 * 25
+        elif kind == "sphere":
+            occ.addSphere(0, 0, 0, 12 * k)
+            exact = 4 / 3 * math.pi * 12**3
+        elif kind == "assembly":
+            occ.addBox(0, 0, 0, 10 * k, 10 * k, 10 * k)
+            occ.addSphere(30 * k, 5 * k, 5 * k, 6 * k)
+            occ.addCylinder(60 * k, 5 * k, 0, 0, 0, 20 * k, 5 * k)
+            exact = 1000 + 4 / 3 * math.pi * 6**3 + math.pi * 5**2 * 20
+        else:
+            raise ValueError(kind)
+        occ.synchronize()
+        with tempfile.TemporaryDirectory(prefix="meshes-gen-") as folder:
+            path = os.path.join(folder, f"{kind}.step")
+            gmsh.write(path)
+            with open(path) as written:
+                text = written.read()
+    finally:
+        gmsh.finalize()
+    return _declare_unit(text, unit).encode(), exact
+
+
+def _declare_unit(text: str, unit: str) -> str:
+    """Declare `unit` in every representation context (one per solid)."""
+    si_mm = "SI_UNIT(.MILLI.,.METRE.)"
+    lines = [row for row in text.splitlines() if "LENGTH_UNIT()" in row and si_mm in row]
+    for line in lines:
+        if unit == "m":
+            text = text.replace(line, line.replace(si_mm, "SI_UNIT($,.METRE.)"))
+        elif unit == "inch":
+            ref = line.split("=", 1)[0].strip()
+            inch = f"{ref}=(CONVERSION_BASED_UNIT('INCH',#9002) LENGTH_UNIT() NAMED_UNIT(#9001));"
+            text = text.replace(line, inch)
+    if unit == "inch":
+        head, tail = text.rsplit("ENDSEC;", 1)
+        text = head + _INCH_ENTITIES + "ENDSEC;" + tail
+    return text

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import networkx as nx
 import numpy as np
@@ -161,6 +165,37 @@ def test_step_units_are_converted_to_mm(unit, scale):
     assert report.is_watertight and report.body_count == 1
 
 
+@pytest.mark.parametrize(("writer", "fmt"), [(gen.ascii_stl, "stl"), (gen.obj, "obj")])
+def test_cad_rounding_noise_is_welded_shut(writer, fmt):
+    # Corners off by up to 1e-13 of the size, like featuretype.STL (1e-16 mm).
+    report = run(writer(gen.cracked(gen.icosphere(2, radius=20), 1e-13)), fmt)
+    assert report.is_watertight and report.body_count == 1
+    assert report.weld_tolerance_mm == pytest.approx(1e-9 * 40, rel=0.05)
+    assert "CORNERS_JOINED" in codes(report) and "OPEN_EDGES" not in codes(report)
+    assert report.printability.printable
+
+
+def test_float32_noise_is_welded_shut():
+    # Two float32 steps of noise: exact welding sees every edge open.
+    report = run(gen.binary_stl(gen.cracked(gen.box((10, 20, 30), (100, 0, 0)), 2, np.float32)))
+    assert report.is_watertight and report.body_count == 1
+    assert report.volume == pytest.approx(6000, rel=1e-5)
+    # 4 ulps of the largest coordinate (110 mm) in float32.
+    assert report.weld_tolerance_mm == pytest.approx(4 * 2**-23 * 110, rel=1e-6)
+
+
+@pytest.mark.parametrize("relative", [1e-6, 1e-4])
+def test_real_gaps_stay_open(relative):
+    report = run(gen.ascii_stl(gen.cracked(gen.icosphere(2, radius=20), relative)))
+    assert not report.is_watertight and "OPEN_EDGES" in codes(report)
+    assert "CORNERS_JOINED" not in codes(report)
+
+
+def test_exact_meshes_report_the_tolerance_without_joining():
+    report = run(gen.binary_stl(gen.box((10, 20, 30))))
+    assert report.weld_tolerance_mm > 0 and "CORNERS_JOINED" not in codes(report)
+
+
 def test_welding_survives_hash_collisions():
     corners = np.asarray(gen.icosphere(3)[0])[gen.icosphere(3)[1]]
     vertices, faces = weld(corners)
@@ -291,6 +326,72 @@ def test_non_orientable_surface():
     assert codes(report)["INCONSISTENT_WINDING"] == "error"
 
 
+def test_overlapping_bodies_are_united():
+    # Two 10 mm cubes overlapping by half: the printed solid is 1500 mm³, not 2000.
+    mesh = gen.combine(gen.box((10, 10, 10)), gen.box((10, 10, 10), (5, 0, 0)))
+    report = run(gen.binary_stl(mesh))
+    assert report.volume == pytest.approx(1500, rel=1e-9)
+    assert codes(report)["OVERLAPPING_BODIES"] == "warning"
+    # Rays from one cube's faces would meet the other inside: no false thin wall.
+    assert "THIN_WALLS" not in codes(report)
+    assert report.printability.printable
+
+
+def test_inside_out_overlapping_body_is_flipped_before_the_union():
+    mesh = gen.combine(gen.box((10, 10, 10)), gen.flipped(gen.box((10, 10, 10), (5, 5, 0))))
+    report = run(gen.ascii_stl(mesh))
+    assert report.volume == pytest.approx(1750, rel=1e-9)
+    assert {"OVERLAPPING_BODIES", "INVERTED_NORMALS"} <= set(codes(report))
+
+
+def test_touching_and_nested_bodies_are_not_overlaps():
+    touching = gen.combine(gen.box((10, 10, 10)), gen.box((10, 10, 10), (10, 0, 0)))
+    hollow = gen.combine(gen.box((30, 30, 30)), gen.flipped(gen.box((10, 10, 10), (10, 10, 10))))
+    assert run(gen.binary_stl(touching)).volume == pytest.approx(2000, rel=1e-12)
+    assert "OVERLAPPING_BODIES" not in codes(run(gen.binary_stl(touching)))
+    report = run(gen.binary_stl(hollow))
+    assert report.volume == pytest.approx(27000 - 1000, rel=1e-12)
+    assert "OVERLAPPING_BODIES" not in codes(report)
+
+
+def test_a_box_inside_another_is_absorbed():
+    mesh = gen.combine(gen.box((30, 30, 30)), gen.box((10, 10, 10), (10, 10, 10)))
+    report = run(gen.binary_stl(mesh))
+    assert report.volume == pytest.approx(27000, rel=1e-9)
+    assert "OVERLAPPING_BODIES" in codes(report)
+
+
+@pytest.fixture(params=["bvh", "grid"])
+def ray_caster(request, monkeypatch):
+    """The thin-wall checks below run with both ray casters: manifold3d's BVH (meshes
+    up to BVH_MAX_TRIANGLES) and the local grid (larger meshes)."""
+    from domain.analysis import thickness
+
+    if request.param == "grid":
+        monkeypatch.setattr(thickness, "BVH_MAX_TRIANGLES", -1)
+    return request.param
+
+
+def test_both_ray_casters_agree():
+    from domain.analysis import thickness
+    from domain.analysis.geometry import measure
+
+    vertices, faces = gen.combine(gen.icosphere(4, 10), gen.box((0.5, 30, 30), (20, 0, 0)))
+    geometry = measure(vertices[faces])
+    args = (vertices, faces, geometry.face_area, geometry.reach, 0.8, 2000, 0)
+    bvh = thickness.wall_thickness(*args)
+    original = thickness.BVH_MAX_TRIANGLES
+    try:
+        thickness.BVH_MAX_TRIANGLES = -1
+        grid = thickness.wall_thickness(*args)
+    finally:
+        thickness.BVH_MAX_TRIANGLES = original
+    assert bvh.samples == grid.samples == 2000
+    assert bvh.thin_samples == grid.thin_samples > 0
+    assert bvh.minimum == pytest.approx(grid.minimum, rel=1e-9)
+
+
+@pytest.mark.usefixtures("ray_caster")
 def test_thin_walls():
     plate = run(gen.binary_stl(gen.box((20, 20, 0.5))))
     assert codes(plate)["THIN_WALLS"] == "error"
@@ -303,6 +404,7 @@ def test_thin_walls():
     )
 
 
+@pytest.mark.usefixtures("ray_caster")
 def test_thin_fin_on_a_block_is_found():
     fin = gen.box((0.4, 10, 10), (30, 0, 0))
     block = gen.box((20, 20, 20))
@@ -311,6 +413,7 @@ def test_thin_fin_on_a_block_is_found():
     assert "as thin as 0.40 mm" in issue(report, "THIN_WALLS").message
 
 
+@pytest.mark.usefixtures("ray_caster")
 def test_thin_wall_detection_is_deterministic():
     data = gen.binary_stl(gen.combine(gen.icosphere(3, 10), gen.box((0.3, 30, 30), (20, 0, 0))))
     assert run(data) == run(data)
@@ -415,7 +518,7 @@ def _hostile():
             OPTIONS,
             "no 3D model",
         ),
-        "gltf with external buffer": (_gltf_external_buffer(), "gltf", OPTIONS, "glTF"),
+        "gltf with external buffer": (_gltf_external_buffer(), "gltf", OPTIONS, "upload a .glb"),
         "iges": (b"x" * 100, "iges", OPTIONS, "IGES"),
         "unknown format": (gen.binary_stl(box), "dwg", OPTIONS, "not supported"),
     }
@@ -474,7 +577,7 @@ def test_sandbox_passes_analysis_failures_through():
 
 
 def test_sandbox_timeout():
-    data = gen.binary_stl(gen.icosphere(4))
+    data = gen.binary_stl(gen.icosphere(7))  # 327,680 triangles: far more than 50 ms
     with pytest.raises(AnalysisFailed, match=r"exceeded 0\.05 seconds"):
         sandbox.run_isolated(data, "part.stl", "stl", OPTIONS, 0.05, 2048 * MB)
 
@@ -486,21 +589,59 @@ def test_sandbox_memory_limit():
 
 
 def test_sandbox_crash(monkeypatch):
+    monkeypatch.setattr(sandbox, "PREFORK", False)
     crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
-    monkeypatch.setattr(sandbox, "_command", lambda: [sys.executable, "-c", crash])
+    monkeypatch.setattr(sandbox, "child_command", lambda: [sys.executable, "-c", crash])
     with pytest.raises(AnalysisFailed, match="stopped unexpectedly"):
         sandbox.run_isolated(b"x" * 100, "part.stl", "stl", OPTIONS, 30, 2048 * MB)
 
 
 def test_sandbox_child_gets_no_secrets(monkeypatch):
+    monkeypatch.setattr(sandbox, "PREFORK", False)
     monkeypatch.setenv("SECRET_KEY", "do-not-leak")
     script = (
         "import os, sys; sys.stdout.write('{\"failed\": \"' + ','.join(sorted(os.environ)) + '\"}')"
     )
-    monkeypatch.setattr(sandbox, "_command", lambda: [sys.executable, "-c", script])
+    monkeypatch.setattr(sandbox, "child_command", lambda: [sys.executable, "-c", script])
     with pytest.raises(AnalysisFailed) as failure:
         sandbox.run_isolated(b"x", "part.stl", "stl", OPTIONS, 30, 2048 * MB)
     assert "SECRET_KEY" not in failure.value.reason
+
+
+def test_forked_child_crash_is_reported():
+    # A child killed by a signal (as a native crash would) fails the analysis cleanly.
+    data = gen.binary_stl(gen.icosphere(7))
+    child = sandbox._start()
+    try:
+        os.killpg(child.pid, signal.SIGSEGV)
+        output = sandbox._exchange(child, b"{}\n", data, time.monotonic() + 30)
+        assert output == b""
+        assert child.wait(time.monotonic() + 30) == -signal.SIGSEGV
+    finally:
+        child.close()
+
+
+def test_prefork_process_holds_no_secret_and_no_network(monkeypatch):
+    monkeypatch.setenv("SECRET_KEY", "do-not-leak")
+    sandbox.prestart()
+    process = sandbox._prefork._process
+    proc = Path(f"/proc/{process.pid}")
+    environ = (proc / "environ").read_bytes()
+    assert b"SECRET_KEY" not in environ and b"do-not-leak" not in environ
+    links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+    # Only its control socket to this process (an AF_UNIX pair): no TCP, no listener.
+    assert sum(link.startswith("socket:") for link in links) == 1
+    tcp = (proc / "net" / "tcp").read_text() + (proc / "net" / "tcp6").read_text()
+    inodes = {link[8:-1] for link in links if link.startswith("socket:")}
+    assert not any(inode in tcp for inode in inodes)
+
+
+def test_prefork_is_restarted_when_it_dies():
+    sandbox.prestart()
+    os.kill(sandbox._prefork._process.pid, signal.SIGKILL)
+    sandbox._prefork._process.wait()
+    data = gen.binary_stl(gen.box((10, 20, 30)))
+    assert sandbox.run_isolated(data, "part.stl", "stl", OPTIONS, 30, 2048 * MB).volume == 6000
 
 
 # Peer comparison ------------------------------------------------------------------

@@ -35,9 +35,21 @@ def _rows() -> list:
 
 
 def _close(value: float, printed: str) -> bool:
-    """Equal to the README's figure at the precision it is printed with."""
+    """Equal to the README's figure at the precision it is printed with.
+
+    "union X (...)": the README took the union with float32 manifold3d, which
+    is off by about 1e-6 (counterXP: +0.9 mm³ of 888,806); the analysis takes
+    it in float64. "~X (...)": a converged tessellation of a STEP part, 1e-4.
+    """
+    if printed.startswith("union "):
+        figure = float(printed.split()[1].replace(",", ""))
+        return abs(value - figure) <= 2e-6 * abs(figure)
+    if printed.startswith("~"):
+        figure = float(printed[1:].split()[0])
+        return abs(value - figure) <= 1e-4 * abs(figure)
     decimals = len(printed.split(".")[1]) if "." in printed else 0
-    return abs(value - float(printed)) <= 0.5 * 10**-decimals
+    # One unit of the last printed digit: some figures are cut, not rounded.
+    return abs(value - float(printed)) <= 10**-decimals
 
 
 @pytest.mark.parametrize(("name", "expected"), _rows())
@@ -50,7 +62,9 @@ def test_shared_mesh(name, expected):
 
     assert report.is_watertight == expected["watertight"]
     assert report.body_count == expected["bodies"]
-    assert _close(report.surface_area, expected["area"]), report.surface_area
+    area = expected["area"].split(" (")[0]
+    if area != "-":
+        assert _close(report.surface_area, area), report.surface_area
     if expected["volume"] != "-":
         assert _close(report.volume, expected["volume"]), report.volume
     else:
@@ -63,6 +77,8 @@ def test_shared_mesh(name, expected):
         assert "NON_MANIFOLD_EDGES" in codes
     if "winding inconsistent" in notes:
         assert "INCONSISTENT_WINDING" in codes
-    assert fmt == {".ply": "ply", ".obj": "obj", ".off": "off", ".3mf": "3mf"}.get(
+    if "overlap" in notes:
+        assert "OVERLAPPING_BODIES" in codes
+    assert fmt == {".ply": "ply", ".obj": "obj", ".off": "off", ".3mf": "3mf", ".step": "step"}.get(
         Path(name).suffix.lower(), "stl"
     )

@@ -135,3 +135,31 @@ def test_sniffing_only_needs_the_head():
     data = gen.obj(gen.icosphere(4))
     assert len(data) > SNIFF_BYTES
     assert sniff(data, "part.obj") == "obj"
+
+
+@pytest.mark.parametrize("header", [b"\tOFF\n", b"  OFF\n", b"\tOFF8 6 12 # comment\n"])
+def test_off_header_after_whitespace_and_with_counts(header):
+    # ../shared/meshes/whitespace.off starts with a tab and puts the counts on the OFF line.
+    body = gen.off(gen.box()).split(b"\n", 1)[1]
+    if header.rstrip().endswith(b"comment"):
+        body = body.split(b"\n", 1)[1]
+    assert sniff(header + body, "part.bin") == "off"
+
+
+def test_the_registry_is_the_one_place():
+    from importlib import import_module
+
+    from domain.formats import FORMATS, REGISTRY, SUPPORTED_TEXT
+
+    assert len(FORMATS) == len(REGISTRY)
+    for fmt in REGISTRY:
+        assert fmt.label in SUPPORTED_TEXT or fmt.refused
+        if fmt.refused:
+            continue
+        module, function = fmt.loader.split(":")
+        assert callable(getattr(import_module(f"domain.analysis.loaders.{module}"), function))
+    from domain.formats import _extension
+
+    for fmt in REGISTRY:
+        for ext in fmt.extensions:
+            assert _extension(f"PART.{ext.upper()}") == fmt.name

@@ -7,7 +7,7 @@ Pure domain code (numpy, no HTTP, no database). Entry points:
   time and memory limits: use it for uploads.
 
 Names are imported on first use, so that the analysis child process can
-start reading its input before numpy is loaded (see `worker`).
+start reading its input before numpy is loaded (see `child`).
 """
 
 from __future__ import annotations

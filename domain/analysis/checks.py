@@ -13,12 +13,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cracks import Joined
 from .edges import EdgeFacts
 from .orientation import Orientation
 from .report import Issue
 from .thickness import Thickness
 
 _RANK = {"error": 0, "warning": 1, "info": 2}
+
+
+@dataclass(frozen=True)
+class Overlap:
+    bodies: int  # bodies overlapping another
+    shells_volume: float  # mm³, the shells summed (what the union replaces)
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,10 @@ class Facts:
     bodies: int
     orientation: Orientation
     thickness: Thickness | None  # None when not measured (open surface)
+    weld_tolerance: float = 0.0  # mm, within which open-edge corners are joined
+    joined: Joined | None = None  # cracks closed by that tolerance, if any
+    volume: float = 0.0  # mm³ of the printed solid (the union where bodies overlap)
+    overlap: Overlap | None = None
 
 
 def printability_issues(
@@ -63,6 +74,17 @@ def _surface(facts: Facts) -> list[Issue]:
                 "(collinear or repeated corners), ignored.",
             )
         )
+    if facts.joined is not None:
+        joined = facts.joined
+        issues.append(
+            Issue(
+                "CORNERS_JOINED",
+                "info",
+                f"{joined.corners} {_plural(joined.corners, 'corner')} at most "
+                f"{joined.widest_gap:.1e} mm apart (rounding in the exporting program) were "
+                f"joined; tolerance {facts.weld_tolerance:.1e} mm.",
+            )
+        )
     if edges.open_edges:
         issues.append(
             Issue(
@@ -88,6 +110,16 @@ def _surface(facts: Facts) -> list[Issue]:
                 "MULTIPLE_BODIES",
                 "warning",
                 f"The model consists of {facts.bodies} separate bodies.",
+            )
+        )
+    if facts.overlap is not None:
+        issues.append(
+            Issue(
+                "OVERLAPPING_BODIES",
+                "warning",
+                f"{facts.overlap.bodies} bodies overlap; the volume is that of their union "
+                f"({facts.volume:.6g} mm³), as printed, not the sum of the shells "
+                f"({facts.overlap.shells_volume:.6g} mm³).",
             )
         )
     return issues

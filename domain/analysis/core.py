@@ -7,10 +7,14 @@ stopped safely.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
+from ..formats import FORMATS
 from .bodies import find_bodies
-from .checks import Facts, printability_issues
+from .checks import Facts, Overlap, printability_issues
+from .cracks import close_cracks, weld_tolerance
 from .edges import collapsed_faces, edge_facts
 from .errors import AnalysisFailed
 from .geometry import Geometry, measure
@@ -20,9 +24,12 @@ from .options import AnalysisOptions
 from .orientation import orient
 from .report import Dimensions, MeshReport, Printability
 from .thickness import Thickness, wall_thickness
+from .union import printed_solid
 from .weld import weld
 
 MAX_COORDINATE_MM = 1e9
+# A CAD file's exact volume replaces the mesh's only if they agree this well.
+EXACT_AGREEMENT = 1e-2
 
 
 def analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) -> MeshReport:
@@ -36,11 +43,13 @@ def analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) -> 
 def _analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) -> MeshReport:
     if not len(data):
         raise AnalysisFailed("The file is empty.")
-    corners = load_corners(data, fmt, options)
+    corners, exact = load_corners(data, fmt, options)
     if not len(corners):
         raise AnalysisFailed("The file contains no triangles.")
     check_triangle_count(len(corners), options.max_triangles)
-    facts = _examine(corners, options)
+    facts = _examine(corners, options, single_precision(fmt, corners))
+    if exact is not None:
+        facts = _with_exact(facts, exact)
     issues = printability_issues(
         facts,
         options.min_wall_thickness_mm,
@@ -53,16 +62,23 @@ def _analyse(data: bytes, file_name: str, fmt: str, options: AnalysisOptions) ->
         file_size=len(data),
         format=fmt,
         dimensions=Dimensions(x, y, z),
-        volume=facts.orientation.volume,
+        volume=facts.volume,
         surface_area=facts.area,
         triangle_count=facts.triangles,
         body_count=facts.bodies,
         is_watertight=facts.edges.watertight,
         printability=Printability.from_issues(issues),
+        weld_tolerance_mm=facts.weld_tolerance,
     )
 
 
-def _examine(corners: np.ndarray, options: AnalysisOptions) -> Facts:
+def single_precision(fmt: str, corners: np.ndarray) -> bool:
+    """Were the coordinates stored as float32 (binary STL, GLB/glTF buffers)?"""
+    known = FORMATS.get(fmt)
+    return corners.dtype == np.float32 or (known is not None and known.single_precision)
+
+
+def _examine(corners: np.ndarray, options: AnalysisOptions, single: bool) -> Facts:
     geometry = measure(corners)
     _check_extent(geometry)
     # One work array for the two big sorts: less peak memory, and fresh pages
@@ -71,15 +87,34 @@ def _examine(corners: np.ndarray, options: AnalysisOptions) -> Facts:
     vertices, faces = weld(corners, scratch=scratch)
     collapsed = collapsed_faces(faces)
     edges = edge_facts(faces, len(vertices), collapsed, scratch=scratch)
+    tolerance = weld_tolerance(geometry.lower, geometry.upper, single)
+    joined = None
+    if edges.open_edges:
+        joined = close_cracks(vertices, faces, edges.open_vertices, tolerance)
+        if joined.corners:
+            faces = joined.faces
+            collapsed = collapsed_faces(faces)
+            edges = edge_facts(faces, len(vertices), collapsed, scratch=scratch)
     del scratch
     bodies = find_bodies(len(faces), edges, collapsed)
     orientation = orient(
         geometry.face_volume, edges, bodies, ~collapsed, lambda ids: vertices[faces[ids]]
     )
-    thickness = None
+    thickness, solid = None, None
     # "Inward" is only defined for a closed surface that can face outwards.
     if edges.watertight and orientation.orientable:
-        thickness = _thickness(vertices, faces, geometry, orientation.flipped, options)
+        outward = _outward(faces, orientation.flipped)
+        if bodies.count > 1:
+            signed = geometry.face_volume
+            if orientation.flipped is not None:
+                signed = np.where(orientation.flipped, -signed, signed)
+            solid = printed_solid(vertices, outward, signed, bodies.label, ~collapsed)
+        if solid is None:
+            thickness = _thickness(vertices, outward, geometry, options)
+        else:
+            # Walls of what is printed: rays inside one shell would meet the other.
+            union_geometry = measure(solid.vertices[solid.faces])
+            thickness = _thickness(solid.vertices, solid.faces, union_geometry, options)
     return Facts(
         triangles=len(faces),
         degenerate=int((collapsed | geometry.flat).sum()),
@@ -89,7 +124,21 @@ def _examine(corners: np.ndarray, options: AnalysisOptions) -> Facts:
         bodies=bodies.count,
         orientation=orientation,
         thickness=thickness,
+        weld_tolerance=tolerance,
+        volume=orientation.volume if solid is None else solid.volume,
+        overlap=None if solid is None else Overlap(solid.overlapping, orientation.volume),
+        joined=joined if joined is not None and joined.corners else None,
     )
+
+
+def _with_exact(facts: Facts, exact) -> Facts:
+    """Take a CAD file's exact volume and area when its mesh is the same solid:
+    closed, as many bodies as solids, no overlap to unite, volumes agreeing
+    within the tessellation's reach."""
+    agrees = abs(facts.volume - exact.volume) <= EXACT_AGREEMENT * abs(exact.volume)
+    if facts.edges.watertight and facts.overlap is None and facts.bodies == exact.solids and agrees:
+        return replace(facts, volume=exact.volume, area=exact.area)
+    return facts
 
 
 def _check_extent(geometry: Geometry) -> None:
@@ -98,16 +147,17 @@ def _check_extent(geometry: Geometry) -> None:
         raise AnalysisFailed("The model's coordinates are too large (beyond 1000 km).")
 
 
+def _outward(faces: np.ndarray, flipped: np.ndarray | None) -> np.ndarray:
+    """`flipped` marks triangles to turn round to face outwards."""
+    if flipped is None:
+        return faces
+    return np.where(flipped[:, None], faces[:, [0, 2, 1]], faces)
+
+
 def _thickness(
-    vertices: np.ndarray,
-    faces: np.ndarray,
-    geometry: Geometry,
-    flipped: np.ndarray | None,
-    options: AnalysisOptions,
+    vertices: np.ndarray, faces: np.ndarray, geometry: Geometry, options: AnalysisOptions
 ) -> Thickness:
-    """Thin-wall check; `flipped` marks triangles to turn round to face outwards."""
-    if flipped is not None:
-        faces = np.where(flipped[:, None], faces[:, [0, 2, 1]], faces)
+    """Thin-wall check on a closed surface wound outwards."""
     return wall_thickness(
         vertices,
         faces,

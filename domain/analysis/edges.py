@@ -34,6 +34,8 @@ class EdgeFacts:
     pair_b: np.ndarray
     pair_manifold: np.ndarray
     pair_consistent: np.ndarray
+    # Vertices at the ends of open edges (sorted, unique): where cracks are closed.
+    open_vertices: np.ndarray
 
     @property
     def watertight(self) -> bool:
@@ -59,7 +61,7 @@ def edge_facts(
     first = ~joined[:-1]  # first half-edge of its edge
     follows = joined[1:]  # the next half-edge is on the same edge
     single = first & ~follows
-    holes = _holes(keys[single], vertex_count)
+    holes, open_vertices = _holes(keys[single], vertex_count)
     del keys
     crowded = first[:-1] & follows[:-1] & follows[1:]  # a third half-edge follows
     pairs = follows[:-1]
@@ -79,6 +81,7 @@ def edge_facts(
         pair_b=other >> 1,
         pair_manifold=manifold,
         pair_consistent=consistent,
+        open_vertices=open_vertices,
     )
 
 
@@ -159,13 +162,13 @@ class _KeyScratch:
         return key, side
 
 
-def _holes(open_keys: np.ndarray, vertex_count: int) -> int:
-    """Number of connected loops formed by the open edges."""
+def _holes(open_keys: np.ndarray, vertex_count: int) -> tuple[int, np.ndarray]:
+    """Number of connected loops formed by the open edges, and their vertices."""
     if not len(open_keys):
-        return 0
+        return 0, np.empty(0, dtype=np.int64)
     vertex_bits = max(1, int(vertex_count).bit_length())
     ends = np.concatenate([open_keys >> vertex_bits, open_keys & ((1 << vertex_bits) - 1)])
     used, local = np.unique(ends, return_inverse=True)
     local = local.ravel()
     roots = component_roots(len(used), local[: len(open_keys)], local[len(open_keys) :])
-    return int((roots == np.arange(len(used))).sum())
+    return int((roots == np.arange(len(used))).sum()), used

@@ -24,8 +24,13 @@ class AnalysisOptions:
     # 3MF is a ZIP archive: bound what it may unpack to.
     max_unpacked_bytes: int = 1024 * MIB
     max_archive_entries: int = 1000
-    # Chordal deviation (mm) allowed when STEP surfaces are triangulated.
-    step_tolerance_mm: float = 0.01
+    # Chordal deviation allowed when STEP surfaces are triangulated, as a
+    # fraction of the part's largest size: freeform faces (the volume comes
+    # from this tessellation: within 3e-5 measured), and parts whose faces are
+    # all analytic (the volume comes exactly from the B-rep; the mesh only
+    # serves the topology and thickness checks).
+    step_size_fraction: float = 2e-5
+    step_analytic_fraction: float = 2e-4
 
     @classmethod
     def from_settings(cls, settings: Any) -> AnalysisOptions:

@@ -46,6 +46,8 @@ class MeshReport:
     body_count: int
     is_watertight: bool
     printability: Printability
+    # Open-edge corners closer than this (mm) were taken for one point.
+    weld_tolerance_mm: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (snake_case keys), e.g. for storage."""
@@ -68,4 +70,5 @@ class MeshReport:
                 printable=bool(printability["printable"]),
                 issues=tuple(Issue(**issue) for issue in printability["issues"]),
             ),
+            weld_tolerance_mm=float(values.get("weld_tolerance_mm", 0.0)),
         )

@@ -1,7 +1,6 @@
 """OBJ, PLY, OFF, GLB and glTF, read with trimesh.
 
-OBJ, PLY and OFF carry no units: values are millimetres. glTF is defined in
-metres, so GLB/glTF values are scaled by 1000.
+Values come back in the file's own unit (the format registry says which).
 
 trimesh is given a file object without a name, so it has no resolver and
 cannot open other files (OBJ materials, glTF buffers referenced by path);
@@ -13,17 +12,42 @@ caught here as "no triangles".
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 
 from ..errors import AnalysisFailed
+from ..options import AnalysisOptions
 from .limits import check_triangle_count
 from .transforms import placed_corners
 
-METRES = {"glb": 1000.0, "gltf": 1000.0}
+EXTERNAL_BUFFERS = (
+    "This glTF file keeps its geometry in separate files, which an upload cannot carry: "
+    "please upload a .glb (binary glTF holds everything in one file)."
+)
 
 
-def load_scene(data: bytes, fmt: str, max_triangles: int) -> np.ndarray:
+def load_scene(data: bytes, fmt: str, options: AnalysisOptions) -> np.ndarray:
+    if fmt == "gltf":
+        _check_embedded(data)
+    return scene_corners(data, fmt, options.max_triangles)
+
+
+def _check_embedded(data: bytes) -> None:
+    """A .gltf whose buffers or images are other files (not data: URIs) is refused
+    with a reason the customer can act on, instead of "damaged"."""
+    try:
+        document = json.loads(bytes(data))
+    except (ValueError, UnicodeDecodeError):
+        return  # the parser below reports it as damaged
+    buffers = document.get("buffers") if isinstance(document, dict) else None
+    for buffer in buffers if isinstance(buffers, list) else []:
+        uri = buffer.get("uri") if isinstance(buffer, dict) else None
+        if isinstance(uri, str) and not uri.startswith("data:"):
+            raise AnalysisFailed(EXTERNAL_BUFFERS)
+
+
+def scene_corners(data: bytes, fmt: str, max_triangles: int) -> np.ndarray:
     import trimesh
 
     options = {"process": False}
@@ -49,8 +73,4 @@ def load_scene(data: bytes, fmt: str, max_triangles: int) -> np.ndarray:
         parts.append(placed_corners(vertices, triangles, np.asarray(matrix, dtype=np.float64)))
     if not parts:
         return np.empty((0, 3, 3))
-    corners = np.concatenate(parts)
-    scale = METRES.get(fmt)
-    if scale is not None:
-        corners *= scale
-    return corners
+    return np.concatenate(parts)

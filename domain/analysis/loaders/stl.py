@@ -12,6 +12,7 @@ import numpy as np
 
 from ...formats import binary_stl_size_ok, looks_like_ascii_stl
 from ..errors import AnalysisFailed
+from ..options import AnalysisOptions
 from .limits import check_triangle_count
 
 # Parse ASCII in windows of about this size, cut after a whole facet.
@@ -24,7 +25,8 @@ _FACET = re.compile(
 )
 
 
-def load_stl(data: bytes, max_triangles: int) -> np.ndarray:
+def load_stl(data: bytes, fmt: str, options: AnalysisOptions) -> np.ndarray:
+    max_triangles = options.max_triangles
     head = bytes(data[:4096])
     if looks_like_ascii_stl(head) and not binary_stl_size_ok(head, len(data)):
         return _ascii(data, max_triangles)

@@ -68,7 +68,7 @@ class _Part:
     build: list[_Reference] = field(default_factory=list)
 
 
-def load_3mf(data: bytes, options: AnalysisOptions) -> np.ndarray:
+def load_3mf(data: bytes, fmt: str, options: AnalysisOptions) -> np.ndarray:
     package = Package(data, options.max_unpacked_bytes, options.max_archive_entries)
     try:
         return _Assembler(package, options.max_triangles).corners()
