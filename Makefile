@@ -47,6 +47,7 @@ bench: $(STAMP) peers
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/push.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
