@@ -38,6 +38,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 DEFAULT_MAX_QUEUE = 100
 MAX_TOPICS_PER_SUBSCRIPTION = 100
 SUBSCRIBE_TIMEOUT_S = 5.0
+REDIS_TIMEOUT_S = 5.0
 _TOPIC = re.compile(r"[A-Za-z0-9:._-]{1,200}")
 
 
@@ -216,7 +217,13 @@ class InProcessEventBus(EventBus):
 class RedisEventBus(EventBus):
     def __init__(self, redis_url: str, prefix: str = "printvault:events:") -> None:
         super().__init__()
-        self._redis = aioredis.Redis.from_url(redis_url)
+        self._redis = aioredis.Redis.from_url(
+            redis_url,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+            socket_timeout=REDIS_TIMEOUT_S,
+            health_check_interval=30,  # notices a silently dead pub/sub connection
+        )
+        self.publish_failures = 0
         self._prefix = prefix
         self._pubsub = self._redis.pubsub()
         self._reader: asyncio.Task | None = None
@@ -224,7 +231,14 @@ class RedisEventBus(EventBus):
         self._lock = asyncio.Lock()
 
     async def publish(self, topic: str, message: dict[str, Any]) -> None:
-        await self._redis.publish(self._prefix + _check_topic(topic), _encode(message))
+        """Best effort, like pub/sub itself: Redis being down must not fail the change
+        that caused the event (the order is updated; live views re-read on reconnect)."""
+        channel, encoded = self._prefix + _check_topic(topic), _encode(message)
+        try:
+            await self._redis.publish(channel, encoded)
+        except (RedisError, OSError) as error:
+            self.publish_failures += 1
+            log.warning("event bus: publish failed (%s); the event is lost", type(error).__name__)
 
     async def _attach(self, subscription: Subscription) -> None:
         async with self._lock:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import random
 import socket
 import ssl
 import time
@@ -217,3 +218,28 @@ def _default_port(scheme: str) -> int:
 def _host_header(url: httpx.URL) -> str:
     host = url.host if ":" not in url.host else f"[{url.host}]"
     return host if url.port is None else f"{host}:{url.port}"
+
+
+@dataclass(frozen=True)
+class Tried:
+    attempt: Attempt
+    decision: webhooks.Decision
+
+
+async def deliver_once(
+    sender: WebhookSender,
+    url: str,
+    secret: str,
+    message_id: str,
+    body: bytes,
+    attempt_number: int,
+) -> Tried:
+    """What the delivery job runs for try `attempt_number` (1-based) of one event.
+
+    The caller records `attempt` as a WebhookDelivery (status = decision.outcome), then
+    schedules the next try after `decision.retry_in_s` seconds (None: no more tries) and
+    disables the endpoint when `decision.disable_endpoint`.
+    """
+    attempt = await sender.send_signed(url, secret, message_id, body)
+    decision = webhooks.decide(attempt.status_code, attempt_number, jitter=random.random())
+    return Tried(attempt, decision)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -241,3 +242,19 @@ async def test_redis_channels_are_released_when_nobody_listens() -> None:
     finally:
         await bus.close()
         await probe.aclose()
+
+
+async def test_redis_down_loses_events_but_never_fails_the_publisher() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    bus = RedisEventBus(f"redis://127.0.0.1:{closed}/0")
+    try:
+        await bus.publish("order:1", {"status": "SHIPPED"})  # does not raise
+        assert bus.publish_failures == 1
+        with pytest.raises((redis.RedisError, OSError)):
+            async with bus.subscribe(["order:1"]):
+                pass  # a subscriber, though, is told at once
+        assert bus.subscriber_count() == 0
+    finally:
+        await bus.close()

@@ -23,6 +23,7 @@ from runtime.webhook_delivery import (
     Timeouts,
     UnsafeDestination,
     WebhookSender,
+    deliver_once,
     is_forbidden,
 )
 from tests.http_receiver import Received, Receiver, answer, response, self_signed
@@ -258,3 +259,17 @@ async def test_bad_url_syntax_is_refused_before_any_lookup() -> None:
         with pytest.raises(BadUserInput):
             await sender.check_destination(url)
     assert dns.questions == []
+
+
+async def test_deliver_once_pairs_the_try_with_what_happens_next() -> None:
+    secret, message_id = webhooks.new_secret(), webhooks.new_message_id()
+    sender = WebhookSender(allow_private=True)
+    async with Receiver(verifying(secret)) as good, Receiver(answer(500)) as bad:
+        delivered = await deliver_once(sender, good.url(), secret, message_id, BODY, 4)
+        failed = await deliver_once(sender, bad.url(), secret, message_id, BODY, 1)
+        last = await deliver_once(sender, bad.url(), secret, message_id, BODY, 10)
+    assert delivered.attempt.status_code == 204
+    assert delivered.decision.outcome is webhooks.Outcome.DELIVERED
+    assert failed.decision.outcome is webhooks.Outcome.FAILED
+    assert failed.decision.retry_in_s is not None and 30 <= failed.decision.retry_in_s <= 33
+    assert last.decision.retry_in_s is None  # the schedule is exhausted
