@@ -158,7 +158,7 @@ def verify(
     message_id = lowered.get("webhook-id", "")
     stamp = lowered.get("webhook-timestamp", "")
     offered = lowered.get("webhook-signature", "")
-    if not (message_id and stamp.isdigit() and offered):
+    if not (message_id and stamp.isascii() and stamp.isdigit() and offered):
         raise WebhookSignatureError("missing or malformed webhook headers")
     if abs(now - int(stamp)) > tolerance:
         raise WebhookSignatureError("timestamp outside the tolerance")

@@ -166,6 +166,16 @@ def render(template_name: str, public_url: str, context: Mapping[str, object]) -
     return Rendered(template.subject, body)
 
 
+def check_public_url(url: str) -> str:
+    """PUBLIC_URL: the base of every link in a mail."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or (
+        parts.fragment or parts.username or parts.password
+    ):
+        raise ValueError("PUBLIC_URL must be an http(s) URL without credentials or query")
+    return url.rstrip("/")
+
+
 def check_address(address: str) -> str:
     if len(address) > MAX_ADDRESS_LENGTH or not _ADDRESS.fullmatch(address):
         raise ValueError("not a single plain e-mail address")
@@ -251,7 +261,7 @@ class SmtpMailer:
         self.config = parse_smtp_url(smtp_url)
         self._key = hash_key or secrets.token_bytes(32)
         self.mail_from = check_address(mail_from)
-        self.public_url = public_url
+        self.public_url = check_public_url(public_url)
         self.timeout = timeout
         self.tls_context = tls_context
 
@@ -302,7 +312,7 @@ class LogMailer:
 
     def __init__(self, mail_from: str, public_url: str, hash_key: bytes | None = None) -> None:
         self.mail_from = check_address(mail_from)
-        self.public_url = public_url
+        self.public_url = check_public_url(public_url)
         self._key = hash_key or secrets.token_bytes(32)
 
     async def send(self, to: str, template: str, **context: object) -> None:

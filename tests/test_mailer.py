@@ -252,6 +252,15 @@ def test_smtp_url_forms_and_secrecy() -> None:
         assert "hunter2" not in str(caught.value)
 
 
+def test_public_url_must_be_a_plain_http_base() -> None:
+    assert LogMailer(FROM, "http://127.0.0.1:8000/").public_url == "http://127.0.0.1:8000"
+    for bad in ("javascript:alert(1)", "ftp://pv.test", "https://pv.test/?x=1", "pv.test"):
+        with pytest.raises(ValueError):
+            LogMailer(FROM, bad)
+        with pytest.raises(ValueError):
+            SmtpMailer("smtp://m:25", FROM, bad)
+
+
 def test_make_mailer_picks_the_transport() -> None:
     assert make_mailer("", FROM, PUBLIC, production=True) is None
     assert isinstance(make_mailer("", FROM, PUBLIC, production=False), LogMailer)

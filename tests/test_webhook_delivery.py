@@ -273,3 +273,17 @@ async def test_deliver_once_pairs_the_try_with_what_happens_next() -> None:
     assert failed.decision.outcome is webhooks.Outcome.FAILED
     assert failed.decision.retry_in_s is not None and 30 <= failed.decision.retry_in_s <= 33
     assert last.decision.retry_in_s is None  # the schedule is exhausted
+
+
+async def test_proxy_variables_of_the_environment_are_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A proxy would connect somewhere else than the address that was checked.
+    async with Receiver(answer(204)) as target, Receiver(answer(200)) as proxy:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url(path=""))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        attempt = await WebhookSender(allow_private=True).post(target.url(), BODY, {})
+    assert attempt.status_code == 204
+    assert proxy.connections == 0 and target.connections == 1
