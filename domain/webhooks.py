@@ -196,6 +196,7 @@ def _check_message_id(message_id: str) -> None:
 RETRY_DELAYS_S: tuple[int, ...] = (30, 120, 600, 1800, 3600, 7200, 14400, 28800, 43200)
 MAX_ATTEMPTS = 1 + len(RETRY_DELAYS_S)
 RETRY_JITTER = 0.1  # up to +10 %, so failing receivers are not hit in lockstep
+MAX_RETRY_AFTER_S = 43200  # a receiver may ask for at most the longest step of the schedule
 
 
 def retry_delay(attempts_made: int, jitter: float = 0.0) -> float | None:
@@ -224,17 +225,33 @@ class Decision:
     disable_endpoint: bool
 
 
-def decide(status_code: int | None, attempts_made: int, jitter: float = 0.0) -> Decision:
+def decide(
+    status_code: int | None,
+    attempts_made: int,
+    jitter: float = 0.0,
+    retry_after_s: int | None = None,
+) -> Decision:
     """From one try's HTTP status (None: no response at all) to what happens next.
 
     3xx counts as a failure and is never followed (the spec's advice, and a redirect to an
-    internal address would bypass the SSRF guard).
+    internal address would bypass the SSRF guard). A receiver's Retry-After may postpone
+    the next try (up to MAX_RETRY_AFTER_S), never bring it forward.
     """
     if status_code is not None and 200 <= status_code < 300:
         return Decision(Outcome.DELIVERED, None, False)
     if status_code == 410:
         return Decision(Outcome.GONE, None, True)
-    return Decision(Outcome.FAILED, retry_delay(attempts_made, jitter), False)
+    delay = retry_delay(attempts_made, jitter)
+    if delay is not None and retry_after_s is not None:
+        delay = max(delay, float(min(max(retry_after_s, 0), MAX_RETRY_AFTER_S)))
+    return Decision(Outcome.FAILED, delay, False)
+
+
+def parse_retry_after(value: str | None) -> int | None:
+    """Retry-After in delta-seconds (the HTTP-date form is ignored)."""
+    if value is None or not value.strip().isascii() or not value.strip().isdigit():
+        return None
+    return min(int(value.strip()), MAX_RETRY_AFTER_S)
 
 
 # --- endpoint URLs ------------------------------------------------------------------------

@@ -60,6 +60,7 @@ class Attempt:
     elapsed_s: float
     address: str | None = None  # the IP that was connected to
     response_excerpt: bytes = b""
+    retry_after_s: int | None = None  # the receiver's Retry-After, in seconds
 
 
 def is_forbidden(address: IpAddress) -> bool:
@@ -147,7 +148,9 @@ class WebhookSender:
             async with asyncio.timeout(self.timeouts.total):
                 addresses = await self.check_destination(url)
                 address = str(addresses[0])
-                status, excerpt = await self._post_to(url, addresses[0], body, headers)
+                status, excerpt, retry_after = await self._post_to(
+                    url, addresses[0], body, headers
+                )
         except BadUserInput:  # UnsafeDestination, or a URL that no longer passes the rules
             return Attempt(None, "refused_destination", time.monotonic() - started)
         except (TimeoutError, httpx.TimeoutException):
@@ -156,7 +159,8 @@ class WebhookSender:
             return Attempt(None, "connect_error", time.monotonic() - started, address)
         except (httpx.TransportError, httpx.DecodingError):
             return Attempt(None, "protocol_error", time.monotonic() - started, address)
-        return Attempt(status, None, time.monotonic() - started, address, excerpt)
+        elapsed = time.monotonic() - started
+        return Attempt(status, None, elapsed, address, excerpt, retry_after)
 
     async def _lookup(self, host: str, port: int) -> list[IpAddress]:
         try:
@@ -167,7 +171,7 @@ class WebhookSender:
 
     async def _post_to(
         self, url: str, address: IpAddress, body: bytes, headers: Mapping[str, str]
-    ) -> tuple[int, bytes]:
+    ) -> tuple[int, bytes, int | None]:
         original = httpx.URL(url)
         pinned = original.copy_with(host=str(address))
         request_headers = {
@@ -199,7 +203,8 @@ class WebhookSender:
                 excerpt = await _read_capped(response)
             finally:
                 await response.aclose()
-        return response.status_code, excerpt
+        retry_after = webhooks.parse_retry_after(response.headers.get("retry-after"))
+        return response.status_code, excerpt, retry_after
 
 
 async def _read_capped(response: httpx.Response) -> bytes:
@@ -241,5 +246,10 @@ async def deliver_once(
     disables the endpoint when `decision.disable_endpoint`.
     """
     attempt = await sender.send_signed(url, secret, message_id, body)
-    decision = webhooks.decide(attempt.status_code, attempt_number, jitter=random.random())
+    decision = webhooks.decide(
+        attempt.status_code,
+        attempt_number,
+        jitter=random.random(),
+        retry_after_s=attempt.retry_after_s,
+    )
     return Tried(attempt, decision)

@@ -264,7 +264,13 @@ async def test_bad_url_syntax_is_refused_before_any_lookup() -> None:
 async def test_deliver_once_pairs_the_try_with_what_happens_next() -> None:
     secret, message_id = webhooks.new_secret(), webhooks.new_message_id()
     sender = WebhookSender(allow_private=True)
-    async with Receiver(verifying(secret)) as good, Receiver(answer(500)) as bad:
+    busy_answer = answer(503, headers={"Retry-After": "900"})
+    async with (
+        Receiver(verifying(secret)) as good,
+        Receiver(answer(500)) as bad,
+        Receiver(busy_answer) as busy,
+    ):
+        postponed = await deliver_once(sender, busy.url(), secret, message_id, BODY, 1)
         delivered = await deliver_once(sender, good.url(), secret, message_id, BODY, 4)
         failed = await deliver_once(sender, bad.url(), secret, message_id, BODY, 1)
         last = await deliver_once(sender, bad.url(), secret, message_id, BODY, 10)
@@ -273,6 +279,7 @@ async def test_deliver_once_pairs_the_try_with_what_happens_next() -> None:
     assert failed.decision.outcome is webhooks.Outcome.FAILED
     assert failed.decision.retry_in_s is not None and 30 <= failed.decision.retry_in_s <= 33
     assert last.decision.retry_in_s is None  # the schedule is exhausted
+    assert postponed.attempt.retry_after_s == 900 and postponed.decision.retry_in_s == 900
 
 
 async def test_proxy_variables_of_the_environment_are_ignored(

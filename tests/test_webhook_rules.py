@@ -182,6 +182,17 @@ def test_decisions_from_status_codes() -> None:
     assert last.outcome is webhooks.Outcome.FAILED and last.retry_in_s is None
 
 
+def test_retry_after_postpones_but_never_brings_forward() -> None:
+    assert webhooks.decide(503, 1, retry_after_s=600).retry_in_s == 600
+    assert webhooks.decide(429, 1, retry_after_s=1).retry_in_s == 30
+    assert webhooks.decide(503, 1, retry_after_s=10**9).retry_in_s == webhooks.MAX_RETRY_AFTER_S
+    assert webhooks.decide(503, webhooks.MAX_ATTEMPTS, retry_after_s=60).retry_in_s is None
+    assert webhooks.decide(200, 1, retry_after_s=60).retry_in_s is None
+    assert webhooks.parse_retry_after(" 120 ") == 120
+    for value in (None, "", "-5", "1.5", "Wed, 21 Oct 2026 07:28:00 GMT", "\u0661"):
+        assert webhooks.parse_retry_after(value) is None
+
+
 @pytest.mark.parametrize(
     "url",
     [
