@@ -164,8 +164,9 @@ class WebhookSender:
 
     async def _lookup(self, host: str, port: int) -> list[IpAddress]:
         try:
-            answers = await self._resolve(host, port)
-        except (OSError, UnicodeError) as error:
+            async with asyncio.timeout(self.timeouts.connect):  # createWebhook waits on this
+                answers = await self._resolve(host, port)
+        except (OSError, UnicodeError, TimeoutError) as error:
             raise UnsafeDestination("the host does not resolve") from error
         return [ipaddress.ip_address(answer.split("%", 1)[0]) for answer in answers]
 

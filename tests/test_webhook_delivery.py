@@ -294,3 +294,15 @@ async def test_proxy_variables_of_the_environment_are_ignored(
         attempt = await WebhookSender(allow_private=True).post(target.url(), BODY, {})
     assert attempt.status_code == 204
     assert proxy.connections == 0 and target.connections == 1
+
+
+async def test_a_dns_lookup_that_hangs_is_bounded() -> None:
+    async def hanging(host: str, port: int) -> list[str]:
+        await asyncio.sleep(3600)
+        return []
+
+    sender = WebhookSender(resolver=hanging, timeouts=Timeouts(connect=0.3, read=1, total=5))
+    started = time.monotonic()
+    with pytest.raises(UnsafeDestination):
+        await sender.check_destination("https://slow-dns.example/")
+    assert time.monotonic() - started < 2
