@@ -306,3 +306,14 @@ async def test_a_dns_lookup_that_hangs_is_bounded() -> None:
     with pytest.raises(UnsafeDestination):
         await sender.check_destination("https://slow-dns.example/")
     assert time.monotonic() - started < 2
+
+
+async def test_numeric_spellings_of_loopback_are_refused_too() -> None:
+    sender = WebhookSender()  # the system resolver reads these the way inet_aton does
+    async with Receiver(answer(204)) as receiver:
+        port = receiver.port
+        for host in ("2130706433", "0x7f000001", "0x7f.1", "127.1", "0", "017700000001"):
+            url = f"http://{host}:{port}/hook"
+            attempt = await sender.post(url, BODY, {})
+            assert attempt.error == "refused_destination", host
+    assert receiver.connections == 0
