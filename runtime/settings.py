@@ -174,10 +174,23 @@ class Settings:
     tls_certfile: str | None = env("TLS_CERTFILE", None)
     tls_keyfile: str | None = env("TLS_KEYFILE", None)
     materials: tuple[str, ...] = env("MATERIALS", DEFAULT_MATERIALS, _csv)
+    # An address the account logged in from within this many days is not held back by
+    # the per-account log-in limit (runtime/rate_limits.py), only by the per-address one.
+    known_ip_days: int = env("KNOWN_IP_DAYS", 30, _int)
+    # E-mail (runtime/mailer.py): unset SMTP_URL logs mails in development and turns mail
+    # features off in production. PUBLIC_URL is the base of links in mails.
+    smtp_url: str = env("SMTP_URL", "", secret=True)  # may carry the SMTP password
+    mail_from: str = env("MAIL_FROM", "printvault@localhost.localdomain")
+    public_url: str = env("PUBLIC_URL", "")
 
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def link_base(self) -> str:
+        """PUBLIC_URL, or this server's own address (API.md: default http://HOST:PORT)."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def active_key_id(self) -> str:

@@ -106,6 +106,7 @@ TABLES = [
     "comment",
     "model_metadata",
     "model3d",
+    "account_token",
     "recovery_code",
     "session",
     "api_token",

@@ -20,4 +20,5 @@ def request_ip(connection: HTTPConnection) -> str | None:
 
 def access_for(viewer: Viewer, ip: str | None, loaders: Loaders | None = None) -> Access:
     loaders = loaders or Loaders()
-    return Access(viewer, loaders.providers_of_model.load, ip=ip)
+    providers = loaders.providers_of_model
+    return Access(viewer, providers.load, ip=ip, forget_providers=providers.clear)
