@@ -417,9 +417,11 @@ class Access:
         """Drop a cached answer after the object's owners changed (e.g. an order reassigned)."""
         self._cache.pop((subject.kind, subject.id), None)
 
-    def forget_model(self, model_id: UUID) -> None:
+    def forget_model(self, model_id: UUID | None) -> None:
         """Drop what this request knows of a model's rights after its orders' providers
         changed (assigned, declined, delivered): the rest of the document sees the change."""
+        if model_id is None:
+            return
         self._cache.pop(("Model", model_id), None)
         if self._forget_providers is not None:
             self._forget_providers(model_id)

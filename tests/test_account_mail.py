@@ -65,8 +65,9 @@ async def mail_api(
 
 
 async def _mails(inbox: Inbox, count: int, seconds: float = 15) -> list:
-    deadline = time.monotonic() + seconds
-    while len(inbox.messages) < count and time.monotonic() < deadline:
+    for _ in range(int(seconds / 0.05)):  # bounded
+        if len(inbox.messages) >= count:
+            break
         await asyncio.sleep(0.05)
     return inbox.messages
 
@@ -222,8 +223,9 @@ async def test_invitations_of_an_erased_admin_are_revoked_and_not_mailed(
         admin = await api.customer()
         invited = email("invitee")
         await api.ok(INVITE, {"e": invited, "c": str(admin.user.company_id)}, admin.token)
-        deadline = time.monotonic() + 10
-        while inbox.tries < 1 and time.monotonic() < deadline:  # the first try was deferred
+        for _ in range(500):  # until the first try was deferred (bounded)
+            if inbox.tries >= 1:
+                break
             await asyncio.sleep(0.02)
         await api.ok("mutation($p: String!) { deleteMyAccount(password: $p) }", {"p": PASSWORD},
                      admin.token)

@@ -42,13 +42,14 @@ async def download(request: Request) -> Response:
         "accept-ranges": "bytes",
         "etag": etag,
     }
-    wanted = _wanted_range(request, size, etag)
+    try:
+        wanted = _wanted_range(request, size, etag)
+    except _Unsatisfiable:
+        await stream.aclose()  # type: ignore[attr-defined]
+        return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
     if wanted is None:
         headers["content-length"] = str(size)
         return StreamingResponse(stream, media_type="application/octet-stream", headers=headers)
-    if wanted == "unsatisfiable":
-        await stream.aclose()  # type: ignore[attr-defined]
-        return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
     start, end = wanted
     headers["content-range"] = f"bytes {start}-{end}/{size}"
     headers["content-length"] = str(end - start + 1)
@@ -60,7 +61,11 @@ async def download(request: Request) -> Response:
     )
 
 
-def _wanted_range(request: Request, size: int, etag: str) -> tuple[int, int] | str | None:
+class _Unsatisfiable(Exception):
+    """The range starts past the end of the file: 416."""
+
+
+def _wanted_range(request: Request, size: int, etag: str) -> tuple[int, int] | None:
     """One byte range of RFC 9110 (`bytes=a-b`, `a-`, `-n`), or None for the whole file
     (no header, several ranges, or an If-Range that no longer matches)."""
     header = request.headers.get("range")
@@ -75,12 +80,12 @@ def _wanted_range(request: Request, size: int, etag: str) -> tuple[int, int] | s
     if not first:  # the last n bytes
         length = int(last)
         if length == 0 or size == 0:
-            return "unsatisfiable"
+            raise _Unsatisfiable
         return max(0, size - length), size - 1
     start = int(first)
     if last and int(last) < start:
         return None  # not a valid range: ignored (RFC 9110, 14.2)
     if start >= size:
-        return "unsatisfiable"
+        raise _Unsatisfiable
     end = min(int(last), size - 1) if last else size - 1
     return start, end
