@@ -6,6 +6,7 @@ starts on a loopback port the OS picks.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from collections.abc import AsyncIterator
@@ -13,12 +14,14 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 
+import httpx
 from tortoise.timezone import now
 
 from runtime.jobs import JobOptions
 from storage.models import AccountToken, Invitation, User
 from tests.conftest import serving
 from tests.helpers import ADDRESS, PASSWORD, Api, current_code, email
+from tests.server_process import start_server
 from tests.test_mailer import Inbox, smtp_server
 
 PUBLIC = "https://pv.test"
@@ -233,3 +236,40 @@ async def test_invitations_of_an_erased_admin_are_revoked_and_not_mailed(
         await asyncio.sleep(2.5)  # past the retry
         assert inbox.messages == [] and inbox.tries == 1
         assert await User.filter(id=admin.user.id, deleted_at__isnull=False).exists()
+
+
+async def test_mails_from_the_real_server_process(tmp_path) -> None:
+    """The production path: `server.py serve` with SMTP_URL, its own job engine."""
+    inbox = Inbox()
+    async with smtp_server(inbox) as port:
+        env = {**os.environ, "DATA_DIR": str(tmp_path), "HOST": "127.0.0.1",
+               "SMTP_URL": f"smtp://127.0.0.1:{port}", "PUBLIC_URL": PUBLIC,
+               "MAIL_FROM": "accounts@pv.test"}
+        server, server_port = await asyncio.to_thread(start_server, env, tmp_path / "server.log")
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server_port}",
+                                         timeout=30) as client:
+
+                async def call(query: str, variables: dict) -> dict:
+                    response = await client.post("/graphql",
+                                                 json={"query": query, "variables": variables})
+                    return response.json()
+
+                address = email("real")
+                data = {"email": address, "password": PASSWORD, "firstName": "R",
+                        "lastName": "S", "companyName": "C", "address": ADDRESS}
+                assert (await call(SIGN_UP, {"i": data}))["data"]["signUp"]["token"]
+                [(sender, _, verify_mail, _)] = await _mails(inbox, 1)
+                assert sender == "accounts@pv.test"
+                verify = "mutation($t: String!) { verifyEmail(token: $t) }"
+                token = _token(verify_mail, "/verify-email")
+                assert (await call(verify, {"t": token}))["data"]["verifyEmail"] is True
+                assert (await call(REQUEST, {"e": address}))["data"]["requestPasswordReset"]
+                [_, (_, _, reset_mail, _)] = await _mails(inbox, 2)
+                reset = {"t": _token(reset_mail, "/reset-password"), "n": NEW_PASSWORD}
+                assert (await call(RESET, reset))["data"]["resetPassword"]["token"]
+                logged_in = await call(LOG_IN, {"e": address, "p": NEW_PASSWORD})
+                assert logged_in["data"]["logIn"]["token"]
+        finally:
+            server.terminate()
+            await asyncio.to_thread(server.wait, 30)
