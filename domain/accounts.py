@@ -119,6 +119,8 @@ async def begin_totp_enrollment(
 async def confirm_totp_enrollment(
     settings: Settings, limiter: RateLimiter, viewer: Viewer, code: str, ip: str | None
 ) -> None:
+    if viewer.api_token_id is not None:  # enrollment is a credential change (issue 10)
+        raise Forbidden("Credentials are changed from a logged-in session, never by API token.")
     await limiter.hit("otp_account", viewer.user_id)
     user = await User.get(id=viewer.user_id)
     if user.mfa_enabled:

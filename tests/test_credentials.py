@@ -41,6 +41,11 @@ async def test_an_api_token_cannot_mint_tokens_enroll_totp_or_change_credentials
     stolen = await _api_token(api, customer)
     assert await api.error_code(CREATE_TOKEN, {"p": PASSWORD}, stolen) == "FORBIDDEN"
     assert await api.error_code(BEGIN_TOTP, {"p": PASSWORD}, stolen) == "FORBIDDEN"
+    # Nor confirm an enrollment a session began.
+    await api.ok(BEGIN_TOTP, {"p": PASSWORD}, customer.token)
+    assert await api.error_code(
+        'mutation { confirmTotpEnrollment(code: "123456") }', token=stolen
+    ) == "FORBIDDEN"
     assert await api.error_code(CHANGE, {"c": PASSWORD, "n": NEW_PASSWORD}, stolen) == "FORBIDDEN"
     assert await api.error_code(
         'mutation { regenerateRecoveryCodes(password: "x", otp: "123456") }', token=stolen
