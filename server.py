@@ -48,16 +48,12 @@ from storage import db
 from storage.backup import BackupError
 from storage.crypto import IntegrityError, KeyRing
 from storage.objects import ObjectMissing, StoreUnavailable
+from web.endpoints import graphiql
 
 log = logging.getLogger("printvault")
 
+# Responses that set no CSP of their own (GraphiQL's page does: web/endpoints/graphiql.py).
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
-# GraphiQL is a page of its own that loads its scripts from unpkg.
-GRAPHIQL_CSP = (
-    "default-src 'none'; script-src 'self' 'unsafe-inline' https://unpkg.com; "
-    "style-src 'self' 'unsafe-inline' https://unpkg.com; img-src 'self' data: https:; "
-    "font-src https://unpkg.com; connect-src 'self'; frame-ancestors 'none'"
-)
 
 
 class GraphQLApp(GraphQL):
@@ -66,9 +62,8 @@ class GraphQLApp(GraphQL):
     def __init__(self, settings: Settings) -> None:
         super().__init__(
             build_schema(production=settings.is_production),
-            # The page itself is static and reveals nothing; in production only staff
-            # may introspect, so only staff get a working GraphiQL.
-            graphql_ide="graphiql",
+            # Strawberry's page loads GraphiQL from a CDN; ours is web/endpoints/graphiql.py.
+            graphql_ide=None,
             allow_queries_via_get=False,
             # Multipart requests never reach strawberry: it would spool files to disk.
             multipart_uploads_enabled=False,
@@ -252,8 +247,8 @@ class RequestGuard:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                is_html = any(k == b"content-type" and b"text/html" in v for k, v in headers)
-                for key, value in _security_headers(is_html, tls):
+                own_csp = any(k == b"content-security-policy" for k, _ in headers)
+                for key, value in _security_headers(own_csp, tls):
                     headers.append((key, value))
                 message["headers"] = headers
             await send(message)
@@ -273,14 +268,15 @@ def _needs_preflight_header(request: Request) -> bool:
     )
 
 
-def _security_headers(is_html: bool, tls: bool) -> list[tuple[bytes, bytes]]:
+def _security_headers(own_csp: bool, tls: bool) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"x-content-type-options", b"nosniff"),
         (b"referrer-policy", b"no-referrer"),
         (b"x-frame-options", b"DENY"),
-        (b"content-security-policy", (GRAPHIQL_CSP if is_html else API_CSP).encode()),
         (b"cross-origin-opener-policy", b"same-origin"),
     ]
+    if not own_csp:
+        headers.append((b"content-security-policy", API_CSP.encode()))
     if tls:
         headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
     return headers
@@ -336,7 +332,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/graphql", GraphQLEndpoint(settings), methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                graphiql.redirect_browsers(GraphQLEndpoint(settings), settings),
+                methods=["GET", "POST"],
+            ),
+            *graphiql.routes(settings),
             Route("/files/{token}", download, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],

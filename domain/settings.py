@@ -61,6 +61,8 @@ class Settings:
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
     materials: tuple[str, ...] = DEFAULT_MATERIALS
+    # GraphiQL's page: on by default, off in production unless GRAPHIQL=on (README).
+    graphiql: bool = True
 
     @property
     def is_production(self) -> bool:
@@ -112,6 +114,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         tls_certfile=env.get("TLS_CERTFILE") or None,
         tls_keyfile=env.get("TLS_KEYFILE") or None,
         materials=_csv(env.get("MATERIALS", "")) or DEFAULT_MATERIALS,
+        graphiql=_switch(env, "GRAPHIQL", default=not production),
     )
 
 
@@ -190,6 +193,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(env.get(name, default))
     except ValueError as exc:
         raise SettingsError(f"{name} must be a number") from exc
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value not in ("on", "off"):
+        raise SettingsError(f"{name} must be `on` or `off`")
+    return value == "on"
 
 
 def _csv(value: str) -> tuple[str, ...]:
