@@ -90,6 +90,7 @@ async def test_assets_are_served_from_our_origin_exactly_as_installed(
         path, media_type = ASSETS[name]
         assert response.content == (ASSET_DIR / path).read_bytes()  # httpx un-gzips it
         assert response.headers["content-type"] == media_type
+        assert response.headers["cross-origin-resource-policy"] == "same-origin"
         digest = base64.b64encode(hashlib.sha384(response.content).digest()).decode()
         assert integrity == f"sha384-{digest}"
 

@@ -16,6 +16,7 @@ get a working GraphiQL.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import hashlib
@@ -91,10 +92,15 @@ class AssetStore:
         self.root = root
         self._assets: dict[str, Asset] | None = None
 
-    def get(self) -> dict[str, Asset]:
+    async def get(self) -> dict[str, Asset]:
+        """Read (and gzip) once, in a thread: ~1.6 MB would stall the event loop. Kept
+        only when complete, so `make assets` run later is picked up without a restart."""
         if self._assets is None:
-            self._assets = {name: self._load(*entry) for name, entry in ASSETS.items()}
+            self._assets = await asyncio.to_thread(self._load_all)
         return self._assets
+
+    def _load_all(self) -> dict[str, Asset]:
+        return {name: self._load(*entry) for name, entry in ASSETS.items()}
 
     def _load(self, relative: str, media_type: str) -> Asset:
         path = self.root / relative
@@ -147,7 +153,7 @@ class GraphiQLEndpoints:
 
     async def page(self, request: Request) -> Response:
         try:
-            assets = self.store.get()
+            assets = await self.store.get()
         except AssetsMissing as error:
             return PlainTextResponse(f"GraphiQL is not installed: {error}.", status_code=503)
         nonce = secrets.token_urlsafe(18)
@@ -162,7 +168,7 @@ class GraphiQLEndpoints:
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
         try:
-            asset = self.store.get().get(name) if name in ASSETS else None
+            asset = (await self.store.get()).get(name) if name in ASSETS else None
         except AssetsMissing as error:
             return PlainTextResponse(f"GraphiQL is not installed: {error}.", status_code=503)
         if asset is None:
@@ -170,6 +176,8 @@ class GraphiQLEndpoints:
         headers = {
             "cache-control": "public, max-age=31536000, immutable",
             "vary": "Accept-Encoding",
+            # Our pages only: no other site may load these files into its own.
+            "cross-origin-resource-policy": "same-origin",
         }
         body = asset.body
         if "gzip" in request.headers.get("accept-encoding", ""):
