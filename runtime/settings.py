@@ -53,6 +53,13 @@ def _float(name: str, value: str) -> float:
         raise SettingsError(f"{name} must be a number") from exc
 
 
+def _switch(name: str, value: str) -> bool:
+    value = value.strip().lower()
+    if value not in ("on", "off"):
+        raise SettingsError(f"{name} must be `on` or `off`")
+    return value == "on"
+
+
 def _csv(name: str, value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -174,10 +181,16 @@ class Settings:
     tls_certfile: str | None = env("TLS_CERTFILE", None)
     tls_keyfile: str | None = env("TLS_KEYFILE", None)
     materials: tuple[str, ...] = env("MATERIALS", DEFAULT_MATERIALS, _csv)
+    # GraphiQL's page (`on`/`off`); unset: on, except in production (README).
+    graphiql_switch: bool | None = env("GRAPHIQL", None, _switch)
 
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def graphiql(self) -> bool:
+        return not self.is_production if self.graphiql_switch is None else self.graphiql_switch
 
     @property
     def active_key_id(self) -> str:

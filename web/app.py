@@ -1,6 +1,6 @@
 """The ASGI app (Starlette): routes, middleware, lifespan.
 
-Routes: /graphql (queries, mutations, uploads, GraphiQL), /files/<token>
+Routes: /graphql (queries, mutations, uploads), /graphiql (staff's IDE), /files/<token>
 (downloads), /healthz. Middleware, outermost first: security headers, the
 caller's IP, the CSRF guard for non-JSON posts, CORS. The lifespan opens the
 database (migrating it), the object store and the job engine, and closes them.
@@ -22,6 +22,7 @@ from starlette.routing import Route
 from runtime.services import close_services, open_services
 from runtime.settings import Settings, load_settings
 from storage import db
+from web.endpoints import graphiql
 from web.endpoints.downloads import download
 from web.endpoints.graphql import GraphQLEndpoint
 from web.endpoints.healthz import healthz
@@ -48,7 +49,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/graphql", GraphQLEndpoint(settings), methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                graphiql.redirect_browsers(GraphQLEndpoint(settings), settings),
+                methods=["GET", "POST"],
+            ),
+            *graphiql.routes(settings),
             Route("/files/{token}", download, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],

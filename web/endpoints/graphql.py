@@ -35,9 +35,8 @@ class GraphQLApp(GraphQL[Context, None]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(
             build_schema(production=settings.is_production),
-            # The page itself is static and reveals nothing; in production only staff
-            # may introspect, so only staff get a working GraphiQL.
-            graphql_ide="graphiql",
+            # Strawberry's page loads GraphiQL from a CDN; ours is web/endpoints/graphiql.py.
+            graphql_ide=None,
             allow_queries_via_get=False,
             # Multipart requests never reach strawberry: it would spool files to disk.
             multipart_uploads_enabled=False,
