@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import json
 import logging
 import ssl
 import sys
@@ -48,6 +47,11 @@ from storage import db
 from storage.backup import BackupError
 from storage.crypto import IntegrityError, KeyRing
 from storage.objects import ObjectMissing, StoreUnavailable
+from web.json_body import load_json
+from web.middleware.body_limit import BodyLimit
+from web.middleware.no_store import NoStore
+from web.middleware.stray_cancellation import StrayCancellation
+from web.protocol import protocol_for
 
 log = logging.getLogger("printvault")
 
@@ -114,20 +118,22 @@ class GraphQLEndpoint:
             return
         if request.method == "POST":
             body = await request.body()
-            if not _is_json_object(body):
-                await _bad_request("The body must be a JSON object with a `query`.")(
-                    scope, receive, send
-                )
+            problem = _json_object_problem(body)
+            if problem:
+                await _bad_request(problem)(scope, receive, send)
                 return
             receive = _replay(body)
         await self.graphql(scope, receive, _coded_errors(send))
 
 
-def _is_json_object(body: bytes) -> bool:
+def _json_object_problem(body: bytes) -> str | None:
     try:
-        return isinstance(json.loads(body), dict)
+        value = load_json(body)
+    except DomainError as error:  # nested too deeply
+        return error.message
     except ValueError:
-        return False
+        value = None
+    return None if isinstance(value, dict) else "The body must be a JSON object with a `query`."
 
 
 def _bad_request(message: str) -> JSONResponse:
@@ -341,7 +347,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
         ],
         middleware=[
+            Middleware(NoStore),
             Middleware(RequestGuard, settings=settings),
+            Middleware(StrayCancellation),
+            Middleware(BodyLimit, settings=settings),
             # Only configured origins may call from a browser; none by default.
             Middleware(
                 CORSMiddleware,
@@ -384,6 +393,7 @@ def _serve(settings: Settings) -> None:
         # The access log would print request paths; it is off so no token in a URL is logged.
         access_log=False,
         proxy_headers=False,
+        http=protocol_for(settings),  # h11 with header and body read deadlines
         ssl_certfile=settings.tls_certfile if tls else None,
         ssl_keyfile=settings.tls_keyfile if tls else None,
         ssl_context_factory=tls_context if tls else None,

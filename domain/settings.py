@@ -37,6 +37,11 @@ class Settings:
     s3_sse: str = "AES256"
     s3_kms_key_id: str | None = None
     max_upload_bytes: int = 256 * MIB
+    max_request_bytes: int = MIB  # JSON bodies; multipart has its own caps
+    max_multipart_fields_bytes: int = MIB  # all non-file parts of a multipart request
+    request_header_timeout_seconds: float = 10.0
+    request_body_timeout_seconds: float = 20.0  # plus 1 s per REQUEST_BODY_MIN_RATE bytes
+    request_body_min_rate: int = 500  # bytes per second
     # key id -> 32-byte key; the first one wraps new data keys, the others only unwrap.
     master_keys: dict[str, bytes] = field(default_factory=dict, repr=False)
     secret_key: bytes = field(default=b"", repr=False)
@@ -90,6 +95,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         s3_sse=env.get("S3_SSE", "AES256"),
         s3_kms_key_id=env.get("S3_KMS_KEY_ID") or None,
         max_upload_bytes=_int(env, "MAX_UPLOAD_BYTES", 256 * MIB),
+        max_request_bytes=_int(env, "MAX_REQUEST_BYTES", MIB),
+        max_multipart_fields_bytes=_int(env, "MAX_MULTIPART_FIELDS_BYTES", MIB),
+        request_header_timeout_seconds=_float(env, "REQUEST_HEADER_TIMEOUT_SECONDS", 10.0),
+        request_body_timeout_seconds=_float(env, "REQUEST_BODY_TIMEOUT_SECONDS", 20.0),
+        request_body_min_rate=_int(env, "REQUEST_BODY_MIN_RATE", 500),
         master_keys=master_keys,
         secret_key=secret_key,
         session_idle_seconds=_int(env, "SESSION_IDLE_SECONDS", 2 * 3600),
