@@ -120,6 +120,8 @@ class RawExchange:
         while True:
             try:
                 chunk = self.sock.recv(65536)
+            except TimeoutError:  # our own socket time-out: the server has not closed
+                continue
             except OSError:  # reset by the server, or closed by us
                 chunk = b""
             if not chunk:
