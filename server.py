@@ -49,6 +49,7 @@ from storage.crypto import IntegrityError, KeyRing
 from storage.objects import ObjectMissing, StoreUnavailable
 from web.json_body import load_json
 from web.middleware.body_limit import BodyLimit
+from web.middleware.early_close import EarlyClose
 from web.middleware.no_store import NoStore
 from web.middleware.stray_cancellation import StrayCancellation
 from web.protocol import protocol_for
@@ -347,6 +348,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
         ],
         middleware=[
+            Middleware(EarlyClose),
             Middleware(NoStore),
             Middleware(RequestGuard, settings=settings),
             Middleware(StrayCancellation),

@@ -180,6 +180,20 @@ def test_multipart_text_parts_are_capped_before_log_in(
     assert memory.growth_mb < MEMORY_BOUND_MB, f"server grew by {memory.growth_mb:.0f} MB"
 
 
+def test_a_body_refused_before_it_is_read_ends_the_connection(server: LiveServer) -> None:
+    """The CSRF guard answers a multipart POST without its header at once; the rest of
+    the body must not be read (and thrown away) for as long as the client sends."""
+    total = 50 * MB
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", "Content-Length": str(total)}
+    exchange = RawExchange(server)
+    exchange.send(_head("POST", "/graphql", headers))
+    _send_chunks(exchange, _zeros(total))
+    assert exchange.wait_closed(30), "the server kept the connection open"
+    exchange.close()
+    assert exchange.status() == 400 and _error_code(exchange) == "BAD_USER_INPUT"
+    assert exchange.sent < total, "the server read the whole body"
+
+
 # --- slow clients --------------------------------------------------------------------------
 
 

@@ -5,10 +5,7 @@ of the body; a chunked body is counted as it streams in and refused the moment i
 passes the cap, so the server never holds more than the cap plus one chunk.
 JSON bodies get MAX_REQUEST_BYTES; multipart uploads get the file cap plus the cap
 on their text parts (the multipart handler enforces each of those on its own).
-
-An answer given before the request body was fully received also ends the
-connection (`Connection: close`): otherwise the server would keep taking, and
-discarding, the rest of a refused body for as long as the client sends it.
+The refusal also ends the connection: see early_close.py.
 """
 
 from __future__ import annotations
@@ -46,16 +43,15 @@ class BodyLimit:
         cap = self._cap(headers)
         declared = headers.get("content-length", "").strip()
         if declared.isdigit() and int(declared) > cap:
-            await _too_large(cap)(scope, receive, _closing(send))
+            await _too_large(cap)(scope, receive, send)
             return
-        has_body = declared not in ("", "0") or "transfer-encoding" in headers
-        body = _BodyProgress(cap, expected=has_body)
+        body = _BodyProgress(cap)
         try:
-            await self.app(scope, body.counting(receive), body.closing_early(send))
+            await self.app(scope, body.counting(receive), body.noting_answer(send))
         except BodyTooLarge:
             if body.answered:
                 raise
-            await _too_large(cap)(scope, receive, _closing(send))
+            await _too_large(cap)(scope, receive, send)
 
     def _cap(self, headers: Headers) -> int:
         multipart = headers.get("content-type", "").lower().startswith("multipart/")
@@ -65,10 +61,9 @@ class BodyLimit:
 class _BodyProgress:
     """How much of one request's body was read, and whether it was answered."""
 
-    def __init__(self, cap: int, expected: bool) -> None:
+    def __init__(self, cap: int) -> None:
         self.cap = cap
         self.received = 0
-        self.complete = not expected
         self.answered = False
 
     def counting(self, receive: Receive) -> Receive:
@@ -76,31 +71,18 @@ class _BodyProgress:
             message = await receive()
             if message["type"] == "http.request":
                 self.received += len(message.get("body", b""))
-                self.complete = not message.get("more_body", False)
                 if self.received > self.cap:
                     raise BodyTooLarge(f"The request body is larger than {self.cap} bytes.")
             return message
 
         return counted
 
-    def closing_early(self, send: Send) -> Send:
+    def noting_answer(self, send: Send) -> Send:
         async def sent(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                self.answered = True
-                if not self.complete:
-                    message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            self.answered = self.answered or message["type"] == "http.response.start"
             await send(message)
 
         return sent
-
-
-def _closing(send: Send) -> Send:
-    async def sent(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
-        await send(message)
-
-    return sent
 
 
 def _too_large(cap: int) -> JSONResponse:
