@@ -149,6 +149,13 @@ class Settings:
     s3_sse: str = env("S3_SSE", "AES256")
     s3_kms_key_id: str | None = env("S3_KMS_KEY_ID", None)
     max_upload_bytes: int = env("MAX_UPLOAD_BYTES", 256 * MIB, _int)
+    max_request_bytes: int = env("MAX_REQUEST_BYTES", MIB, _int)  # JSON bodies
+    # All non-file parts of a multipart request (operations, map, part headers).
+    max_multipart_fields_bytes: int = env("MAX_MULTIPART_FIELDS_BYTES", MIB, _int)
+    request_header_timeout_seconds: float = env("REQUEST_HEADER_TIMEOUT_SECONDS", 10.0, _float)
+    # Plus 1 s per REQUEST_BODY_MIN_RATE bytes announced.
+    request_body_timeout_seconds: float = env("REQUEST_BODY_TIMEOUT_SECONDS", 20.0, _float)
+    request_body_min_rate: int = env("REQUEST_BODY_MIN_RATE", 500, _int)  # bytes per second
     # key id -> 32-byte key; the first one wraps new data keys, the others only unwrap.
     master_keys: dict[str, bytes] = env(
         "MASTER_KEYS", {}, _master_keys,

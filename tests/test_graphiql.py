@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runtime.settings import Settings, SettingsError, load_settings
 from starlette.applications import Starlette
 
+from runtime.settings import Settings, SettingsError, load_settings
 from server import create_app
 from web.endpoints import graphiql
 from web.endpoints.graphiql import ASSET_DIR, ASSETS, AssetStore

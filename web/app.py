@@ -26,9 +26,13 @@ from web.endpoints import graphiql
 from web.endpoints.downloads import download
 from web.endpoints.graphql import GraphQLEndpoint
 from web.endpoints.healthz import healthz
+from web.middleware.body_limit import BodyLimit
 from web.middleware.client_ip import ClientIp
 from web.middleware.csrf import RequirePreflightHeader
+from web.middleware.early_close import EarlyClose
+from web.middleware.no_store import NoStore
 from web.middleware.security_headers import SecurityHeaders
+from web.middleware.stray_cancellation import StrayCancellation
 from web.responses import error_json
 
 
@@ -59,9 +63,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
         ],
         middleware=[
+            Middleware(EarlyClose),
+            Middleware(NoStore),
             Middleware(SecurityHeaders),
             Middleware(ClientIp, trusted_proxies=settings.trusted_proxies),
             Middleware(RequirePreflightHeader),
+            Middleware(StrayCancellation),
+            Middleware(BodyLimit, settings=settings),
             # Only configured origins may call from a browser; none by default.
             Middleware(
                 CORSMiddleware,
