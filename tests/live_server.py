@@ -20,7 +20,6 @@ import psutil
 
 from tests.server_process import start_server
 
-REPO = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 
 
