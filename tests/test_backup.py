@@ -34,6 +34,7 @@ from storage.backup import (
 )
 from storage.crypto import KeyRing, WrappedKey, decrypt_bytes, unwrap
 from storage.models import (
+    AccountToken,
     AnalysisStatus,
     ApiToken,
     AuditEvent,
@@ -146,6 +147,9 @@ async def fill() -> None:
         ip="203.0.113.7",
     )
     await ApiToken.create(name="partner", token_hash="c" * 64, user=user)
+    await AccountToken.create(
+        purpose="reset", token_hash="e" * 64, user=user, expires_at=now + timedelta(minutes=30)
+    )
     await Invitation.create(
         token_hash="d" * 64,
         email="new@example.com",
