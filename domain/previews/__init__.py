@@ -1,0 +1,43 @@
+"""Web previews of a mesh: a simplified binary glTF and a shaded PNG thumbnail.
+
+Pure functions from (vertices in mm, triangles) to bytes, all in memory: no file, no
+thread, no process, no network, no display. Every input either yields both previews
+or raises PreviewError with a reason fit for the model's owner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import rules
+from .errors import PreviewError
+# Aliased: the modules `prepare` and `simplify` stay reachable under their own names.
+from .glb import glb_bytes as _glb_bytes
+from .prepare import prepare as _prepare
+from .simplify import simplify as _simplify
+from .thumbnail import render_png as _render_png
+
+__all__ = ["PreviewError", "Previews", "make_previews"]
+
+
+@dataclass(frozen=True)
+class Previews:
+    glb: bytes  # model/gltf-binary
+    png: bytes  # image/png, RGBA, rules.THUMBNAIL_PIXELS square
+    triangles: int  # in the GLB, at most rules.MAX_GLB_TRIANGLES
+
+
+def make_previews(vertices: np.ndarray, faces: np.ndarray) -> Previews:
+    """Both previews of a mesh: vertices (n, 3) in mm, faces (m, 3) vertex indices.
+
+    Raises PreviewError (with `.reason`) for a mesh that has nothing to show.
+    """
+    unit = _prepare(vertices, faces)
+    small_vertices, small_faces = _simplify(unit.vertices, unit.faces, rules.MAX_GLB_TRIANGLES)
+    return Previews(
+        glb=_glb_bytes(small_vertices, small_faces, unit.frame),
+        png=_render_png(small_vertices, small_faces),
+        triangles=len(small_faces),
+    )

@@ -1,0 +1,77 @@
+"""A shaded PNG of a unit-frame mesh from the fixed three-quarter view, in memory."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from . import rules
+from .errors import PreviewError
+from .raster import nearest_faces
+from .view import view_rotation
+
+
+def render_png(vertices: np.ndarray, faces: np.ndarray, pixels: int = rules.THUMBNAIL_PIXELS) -> bytes:
+    """PNG bytes (RGBA, transparent background) of the mesh, `pixels` square."""
+    rgba = render_rgba(vertices, faces, pixels)
+    return encode_png(rgba)
+
+
+def render_rgba(vertices: np.ndarray, faces: np.ndarray, pixels: int) -> np.ndarray:
+    samples = pixels * rules.SUPERSAMPLING
+    view = vertices @ view_rotation().T
+    screen = _fit(view, faces, samples)
+    nearest = nearest_faces(screen, faces, samples, samples)
+    shade = _face_shades(view, faces)
+    covered = nearest >= 0
+    colour = np.zeros((samples * samples, 3))
+    colour[covered] = shade[nearest[covered], None] * np.asarray(rules.BASE_COLOUR)
+    return _downsample(colour, covered, pixels)
+
+
+def _fit(view: np.ndarray, faces: np.ndarray, samples: int) -> np.ndarray:
+    """Scale and shift so the model's projection fills rules.FILL of the picture."""
+    used = view[np.unique(faces)] if len(view) > 3 * len(faces) else view
+    low, high = used[:, :2].min(axis=0), used[:, :2].max(axis=0)
+    extent = float(np.max(high - low))
+    if not extent > 0:
+        raise PreviewError("The model has no extent.")
+    scale = rules.FILL * samples / extent
+    centre = (low + high) / 2
+    screen = np.empty_like(view)
+    screen[:, 0] = (view[:, 0] - centre[0]) * scale + samples / 2
+    screen[:, 1] = samples / 2 - (view[:, 1] - centre[1]) * scale  # rows grow downwards
+    screen[:, 2] = view[:, 2]
+    return screen
+
+
+def _face_shades(view: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Lambert shading per triangle, lit on both sides (open scans show their inside)."""
+    a = view[faces[:, 0]]
+    normal = np.cross(view[faces[:, 1]] - a, view[faces[:, 2]] - a)
+    length = np.linalg.norm(normal, axis=1)
+    normal /= np.where(length > 0, length, 1.0)[:, None]
+    normal[normal[:, 2] < 0] *= -1  # the side facing the viewer
+    light = np.asarray(rules.LIGHT_DIRECTION) / np.linalg.norm(rules.LIGHT_DIRECTION)
+    key = np.clip(normal @ light, 0.0, 1.0)
+    return rules.AMBIENT + rules.DIFFUSE * key + rules.HEADLIGHT * normal[:, 2]
+
+
+def _downsample(colour: np.ndarray, covered: np.ndarray, pixels: int) -> np.ndarray:
+    """Average each SUPERSAMPLING^2 block: anti-aliased colour and coverage (alpha)."""
+    s = rules.SUPERSAMPLING
+    blocks = (pixels, s, pixels, s)
+    cover = covered.reshape(blocks).mean(axis=(1, 3))
+    summed = colour.reshape(*blocks, 3).mean(axis=(1, 3))
+    rgb = summed / np.where(cover > 0, cover, 1.0)[..., None]
+    rgba = np.concatenate([rgb, cover[..., None]], axis=2)
+    return np.clip(np.rint(rgba * 255), 0, 255).astype(np.uint8)
+
+
+def encode_png(rgba: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
