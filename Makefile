@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test lint bench setup peers clean
+.PHONY: run test lint bench bench-previews setup peers clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,19 @@ bench: $(STAMP) peers
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/load.py
+	$(MAKE) bench-previews
+
+# Thumbnail renderers compared with ours: VTK and pyrender on Mesa's software
+# OpenGL (Debian: EGL and OSMesa), matplotlib. Only the benchmark needs them.
+bench-previews: $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null) \
+	    || echo "note: could not install Mesa; the OpenGL renderers will be skipped"; \
+	else echo "note: not root; the OpenGL renderers need libosmesa6 and libegl-mesa0"; fi
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench-previews]"
+	$(BIN)/python -m pip install --quiet --no-deps pyrender==0.1.45
+	$(BIN)/python bench/previews.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import rules
 from .errors import PreviewError
+
 # Aliased: the modules `prepare` and `simplify` stay reachable under their own names.
 from .glb import glb_bytes as _glb_bytes
 from .prepare import prepare as _prepare

@@ -60,16 +60,33 @@ def cluster(vertices: np.ndarray, faces: np.ndarray, target: int):
     _, cell_of = np.unique(key, return_inverse=True)
     del key
     members = np.bincount(cell_of).astype(np.float64)
-    merged = np.stack(
-        [np.bincount(cell_of, weights=vertices[:, axis]) for axis in range(3)], axis=1
-    ) / members[:, None]
+    merged = (
+        np.stack([np.bincount(cell_of, weights=vertices[:, axis]) for axis in range(3)], axis=1)
+        / members[:, None]
+    )
     remapped = cell_of[faces]
     keep = (
         (remapped[:, 0] != remapped[:, 1])
         & (remapped[:, 1] != remapped[:, 2])
         & (remapped[:, 0] != remapped[:, 2])
     )
-    return merged, remapped[keep]
+    return merged, _without_fins(remapped[keep], len(merged))
+
+
+def _without_fins(faces: np.ndarray, vertex_count: int) -> np.ndarray:
+    """Drop every triangle that clustering made twice.
+
+    Two triangles squeezed onto the same three cells are a fin of no volume (a
+    thin wall, or a fold of a curved surface); keeping them would leave edges with
+    four triangles, which neither the quadric simplifier nor a viewer handles well.
+    """
+    ordered = np.sort(faces, axis=1)
+    if vertex_count < 1 << 21:  # three indices fit one int64 key: a fast 1-D unique
+        ordered = (ordered[:, 0] * vertex_count + ordered[:, 1]) * vertex_count + ordered[:, 2]
+        _, first, count = np.unique(ordered, return_index=True, return_counts=True)
+    else:
+        _, first, count = np.unique(ordered, axis=0, return_index=True, return_counts=True)
+    return faces[np.sort(first[count == 1])]
 
 
 def _area(vertices: np.ndarray, faces: np.ndarray) -> float:

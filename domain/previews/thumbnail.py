@@ -12,7 +12,9 @@ from .raster import nearest_faces
 from .view import view_rotation
 
 
-def render_png(vertices: np.ndarray, faces: np.ndarray, pixels: int = rules.THUMBNAIL_PIXELS) -> bytes:
+def render_png(
+    vertices: np.ndarray, faces: np.ndarray, pixels: int = rules.THUMBNAIL_PIXELS
+) -> bytes:
     """PNG bytes (RGBA, transparent background) of the mesh, `pixels` square."""
     rgba = render_rgba(vertices, faces, pixels)
     return encode_png(rgba)
@@ -70,8 +72,9 @@ def _downsample(colour: np.ndarray, covered: np.ndarray, pixels: int) -> np.ndar
 
 
 def encode_png(rgba: np.ndarray) -> bytes:
+    """PNG bytes of an (h, w, 4) or (h, w, 3) uint8 picture, in memory."""
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(rgba, mode="RGBA").save(buffer, format="PNG", optimize=False)
+    Image.fromarray(rgba).save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
