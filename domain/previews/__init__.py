@@ -36,7 +36,9 @@ def make_previews(vertices: np.ndarray, faces: np.ndarray) -> Previews:
     Raises PreviewError (with `.reason`) for a mesh that has nothing to show.
     """
     unit = _prepare(vertices, faces)
-    small_vertices, small_faces = _simplify(unit.vertices, unit.faces, rules.MAX_GLB_TRIANGLES)
+    small_vertices, small_faces = _simplify(
+        unit.vertices, unit.faces, rules.MAX_GLB_TRIANGLES, unit.area
+    )
     return Previews(
         glb=_glb_bytes(small_vertices, small_faces, unit.frame),
         png=_render_png(small_vertices, small_faces),

@@ -16,9 +16,32 @@ def glb_bytes(vertices: np.ndarray, faces: np.ndarray, frame: Frame) -> bytes:
 
     metres = _centred(vertices) * (frame.size / rules.MM_PER_METRE)
     mesh = trimesh.Trimesh(metres @ Z_UP_TO_Y_UP.T, faces, process=False)
-    # Split vertices along sharp edges so a box keeps flat faces in the viewer.
-    shaded = trimesh.graph.smooth_shade(mesh, angle=np.radians(rules.CREASE_DEGREES))
-    return trimesh.exchange.gltf.export_glb(shaded, include_normals=True)
+    split = split_at_creases(mesh, np.radians(rules.CREASE_DEGREES))
+    return trimesh.exchange.gltf.export_glb(split, include_normals=True)
+
+
+def split_at_creases(mesh, angle: float):
+    """The mesh with its vertices split along edges sharper than `angle`.
+
+    Faces joined by smooth edges form patches (connected components); each corner
+    gets the vertex of its own patch, so normals average within a patch only: a
+    box keeps flat sides, a scan stays smooth. Same idea as trimesh's smooth_shade,
+    which was ~10x slower on 200 k triangles (its per-patch submeshes).
+    """
+    import trimesh
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    pairs = mesh.face_adjacency[mesh.face_adjacency_angles < angle]
+    count = len(mesh.faces)
+    graph = coo_matrix(
+        (np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), (count, count)
+    )
+    patches, patch_of = connected_components(graph, directed=False)
+    corner_keys = mesh.faces.astype(np.int64) * patches + patch_of[:, None]
+    keys, new_faces = np.unique(corner_keys.ravel(), return_inverse=True)
+    new_vertices = mesh.vertices[keys // patches]
+    return trimesh.Trimesh(new_vertices, new_faces.reshape(-1, 3), process=False)
 
 
 def _centred(vertices: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import rules
 from .errors import PreviewError
+from .geometry import doubled_areas
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class UnitMesh:
     vertices: np.ndarray  # (n, 3) float64 within [-0.5, 0.5]
     faces: np.ndarray  # (m, 3) int64, no degenerate triangle
     frame: Frame
+    area: float  # of all triangles, in the unit frame
 
 
 def prepare(vertices: np.ndarray, faces: np.ndarray) -> UnitMesh:
@@ -36,8 +38,13 @@ def prepare(vertices: np.ndarray, faces: np.ndarray) -> UnitMesh:
     used = np.zeros(len(vertices), dtype=bool)
     used[faces] = True  # stray vertices must not move the centre
     frame = _frame(vertices[used])
-    unit = (vertices - frame.centre) / frame.size
-    return UnitMesh(unit, _without_degenerate(unit, faces), frame)
+    unit = vertices - frame.centre
+    unit /= frame.size
+    doubled = doubled_areas(unit, faces)
+    keep = doubled > rules.MIN_RELATIVE_AREA
+    if not keep.any():
+        raise PreviewError("The model has no triangle with an area.")
+    return UnitMesh(unit, faces[keep], frame, float(doubled[keep].sum()) / 2)
 
 
 def _checked(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,18 +80,3 @@ def _frame(points: np.ndarray) -> Frame:
     if size <= 0 or size <= np.max(np.abs(centre)) * 1e-12:
         raise PreviewError("The model has no extent.")
     return Frame(centre, size)
-
-
-def _without_degenerate(unit: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    keep = np.empty(len(faces), dtype=bool)
-    step = 1 << 20  # in batches: 5 M triangles would otherwise take ~700 MB of temporaries
-    for start in range(0, len(faces), step):
-        block = faces[start : start + step]
-        a = unit[block[:, 0]]
-        doubled = np.cross(unit[block[:, 1]] - a, unit[block[:, 2]] - a)
-        keep[start : start + step] = np.einsum("ij,ij->i", doubled, doubled) > (
-            rules.MIN_RELATIVE_AREA**2
-        )
-    if not keep.any():
-        raise PreviewError("The model has no triangle with an area.")
-    return faces[keep]

@@ -13,14 +13,21 @@ import numpy as np
 
 from . import rules
 from .errors import PreviewError
+from .geometry import doubled_areas
 
 
-def simplify(vertices: np.ndarray, faces: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
-    """At most `budget` triangles of the same shape (unit frame in, unit frame out)."""
+def simplify(
+    vertices: np.ndarray, faces: np.ndarray, budget: int, area: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most `budget` triangles of the same shape (unit frame in, unit frame out).
+
+    `area`: the surface's total area when the caller knows it already.
+    """
     if len(faces) <= budget:
         return vertices, faces
     if len(faces) > rules.CLUSTER_ABOVE_TRIANGLES:
-        vertices, faces = cluster(vertices, faces, int(budget * rules.CLUSTER_TARGET_FACTOR))
+        target = int(budget * rules.CLUSTER_TARGET_FACTOR)
+        vertices, faces = cluster(vertices, faces, target, area)
     if len(faces) > budget:
         vertices, faces = _quadric(vertices, faces, budget)
     # Quadric collapse can stall above the budget (e.g. on a cloud of unconnected
@@ -43,13 +50,15 @@ def _quadric(vertices: np.ndarray, faces: np.ndarray, budget: int):
     return np.asarray(out_vertices, dtype=np.float64), np.asarray(out_faces, dtype=np.int64)
 
 
-def cluster(vertices: np.ndarray, faces: np.ndarray, target: int):
+def cluster(vertices: np.ndarray, faces: np.ndarray, target: int, area: float | None = None):
     """Merge the vertices in each cell of a grid sized so about `target` triangles remain.
 
     A closed surface of area A crossing cells of side h leaves about 2 A / h^2
     triangles (two per occupied cell), so h = sqrt(2 A / target).
     """
-    side = float(np.sqrt(2.0 * _area(vertices, faces) / target))
+    if area is None:
+        area = float(doubled_areas(vertices, faces).sum()) / 2
+    side = float(np.sqrt(2.0 * area / target))
     if not side > 0:
         return vertices, faces
     # Unit frame: coordinates within [-0.5, 0.5], at most 1/side + 1 cells an axis.
@@ -87,14 +96,3 @@ def _without_fins(faces: np.ndarray, vertex_count: int) -> np.ndarray:
     else:
         _, first, count = np.unique(ordered, axis=0, return_index=True, return_counts=True)
     return faces[np.sort(first[count == 1])]
-
-
-def _area(vertices: np.ndarray, faces: np.ndarray) -> float:
-    total = 0.0
-    step = 1 << 20
-    for start in range(0, len(faces), step):
-        block = faces[start : start + step]
-        a = vertices[block[:, 0]]
-        doubled = np.cross(vertices[block[:, 1]] - a, vertices[block[:, 2]] - a)
-        total += float(np.sqrt(np.einsum("ij,ij->i", doubled, doubled)).sum()) / 2
-    return total
