@@ -6,6 +6,9 @@ seconds of simplification + GLB + PNG, the child's peak resident memory (next to
 the memory the input mesh alone took in that child), and the GLB's size next to the
 PNG's. Each figure is the best of --runs runs, each in a fresh child process.
 
+seconds excludes the imports (trimesh, scipy, Pillow, fast-simplification), shown
+on their own: a child that has just run the analysis has most of them loaded.
+
 Part 2, the thumbnail renderers side by side, each in its own fresh child process
 (cold: import + first picture, as a preview job pays it; warm: a second picture),
 drawing the same simplified mesh (the 200,000-triangle result of the 1.3 M icosphere
@@ -16,6 +19,11 @@ and of the 5 M torus) from the same fixed view at 512x512:
   `vtk`, Debian `libegl-mesa0`/`libosmesa6`), one llvmpipe thread (LP_NUM_THREADS=0),
 - `pyrender-osmesa`: pyrender on PyOpenGL's OSMesa platform (Debian `libosmesa6`),
 - `matplotlib`: mplot3d's Poly3DCollection on the Agg backend.
+
+Part 3, the simplifiers side by side on the same two meshes down to 200,000
+triangles: ours (vertex clustering to ~2x the budget, then fast-simplification),
+fast-simplification alone, pyfqmr alone; seconds, peak memory and how far the
+result's vertices lie from the exact sphere or torus.
 
 The peers are optional (`pip install -e ".[bench-previews]"`, `make bench-previews`
 installs them and the Debian libraries); a missing one prints SKIPPED. Their PNGs
@@ -83,14 +91,15 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print("\n== previews as built: make_previews (simplify + GLB + PNG), fresh child each ==")
-    print(f"{'mesh':<16}{'triangles':>11}{'in GLB':>9}{'seconds':>9}{'peak MiB':>10}"
+    print(f"{'mesh':<16}{'triangles':>11}{'in GLB':>9}{'seconds':>9}{'imports':>9}{'peak MiB':>10}"
           f"{'input MiB':>10}{'GLB KiB':>9}{'PNG KiB':>9}")  # fmt: skip
     for name in MESHES:
         best = _best(args.runs, {"job": "previews", "mesh": name, "out": str(out)})
         if best is None:
             continue
         print(f"{name:<16}{best['triangles']:>11,}{best['glb_triangles']:>9,}"
-              f"{best['seconds']:>9.2f}{best['peak'] / MIB:>10.0f}{best['base'] / MIB:>10.0f}"
+              f"{best['seconds']:>9.2f}{best['imports']:>9.2f}"
+              f"{best['peak'] / MIB:>10.0f}{best['base'] / MIB:>10.0f}"
               f"{best['glb_bytes'] / 1024:>9.0f}{best['png_bytes'] / 1024:>9.0f}")  # fmt: skip
     print("\n== thumbnail renderers side by side: same simplified mesh, 512x512 ==")
     print(f"{'mesh':<16}{'renderer':<17}{'cold s':>8}{'warm s':>8}{'peak MiB':>10}"
@@ -104,6 +113,20 @@ def main() -> None:
             print(f"{name:<16}{renderer:<17}{best['cold']:>8.2f}{best['warm']:>8.2f}"
                   f"{best['peak'] / MIB:>10.0f}{best['base'] / MIB:>10.0f}"
                   f"{best['threads']:>8}{best['png_bytes'] / 1024:>9.0f}")  # fmt: skip
+    print("\n== simplifiers side by side: unit-frame mesh down to 200,000 triangles ==")
+    print(f"{'mesh':<16}{'simplifier':<22}{'seconds':>9}{'peak MiB':>10}{'base MiB':>10}"
+          f"{'triangles':>11}{'max dev %':>10}{'mean dev %':>11}")  # fmt: skip
+    for name in RENDER_MESHES:
+        for simplifier in SIMPLIFIERS:
+            job = {"job": "simplify", "mesh": name, "simplifier": simplifier}
+            best = _best(1, job)
+            if best is None:
+                continue
+            print(f"{name:<16}{simplifier:<22}{best['seconds']:>9.2f}{best['peak'] / MIB:>10.0f}"
+                  f"{best['base'] / MIB:>10.0f}{best['triangles']:>11,}"
+                  f"{best['max_dev']:>10.3f}{best['mean_dev']:>11.4f}")  # fmt: skip
+    print("dev: distance of the output's vertices from the exact sphere or torus, in % of the")
+    print("model's size (the input's own vertices lie on it).")
     print(f"\nPNGs in {out} (look at them). peak: the child's peak resident memory during")
     print("the measured work; input/base: its resident memory just before (interpreter,")
     print("numpy, the input mesh; for the renderers the simplified mesh).")
@@ -120,7 +143,7 @@ def _best(runs: int, job: dict) -> dict | None:
                   f"{result.get('skipped') or result.get('failed')}")  # fmt: skip
             return None
         results.append(result)
-    key = "cold" if job["job"] == "render" else "seconds"
+    key = "cold" if job["job"] == "render" else "seconds"  # previews and simplify
     return min(results, key=lambda r: r[key])
 
 
@@ -147,6 +170,8 @@ def _child(job: dict) -> None:
     input_peak = _reset_hwm()
     if job["job"] == "previews":
         result = _child_previews(vertices, faces, job)
+    elif job["job"] == "simplify":
+        result = _child_simplify(vertices, faces, job)
     else:
         result = _child_render(vertices, faces, job)
     result.setdefault("base", input_peak)
@@ -164,14 +189,24 @@ def _mesh(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _child_previews(vertices: np.ndarray, faces: np.ndarray, job: dict) -> dict:
+    # Imports timed on their own: a child that has just analysed the model (the
+    # analysis imports trimesh and scipy too) pays only part of them.
+    started = time.perf_counter()
+    import fast_simplification  # noqa: F401
+    import PIL.Image  # noqa: F401
+    import scipy.sparse.csgraph  # noqa: F401
+    import trimesh  # noqa: F401
+
     from domain.previews import make_previews
 
+    imports = time.perf_counter() - started
     started = time.perf_counter()
     previews = make_previews(vertices, faces)
     seconds = time.perf_counter() - started
     Path(job["out"], f"previews-{job['mesh']}.png").write_bytes(previews.png)
     return {
         "seconds": seconds,
+        "imports": imports,
         "triangles": len(faces),
         "glb_triangles": previews.triangles,
         "glb_bytes": len(previews.glb),
@@ -202,6 +237,69 @@ def _child_render(vertices: np.ndarray, faces: np.ndarray, job: dict) -> dict:
     return {
         "cold": cold, "warm": warm, "png_bytes": len(png), "threads": _threads(), "base": base
     }  # fmt: skip
+
+
+def _child_simplify(vertices: np.ndarray, faces: np.ndarray, job: dict) -> dict:
+    from domain.previews import rules
+    from domain.previews.prepare import prepare
+
+    unit = prepare(vertices, faces)
+    del vertices, faces
+    base = _reset_hwm()
+    try:
+        started = time.perf_counter()
+        out_vertices, out_faces = SIMPLIFIERS[job["simplifier"]](unit, rules.MAX_GLB_TRIANGLES)
+        seconds = time.perf_counter() - started
+    except ImportError as error:
+        return {"skipped": f"{error.name or error} is not installed"}
+    deviation = _deviation(job["mesh"], out_vertices[np.unique(out_faces)] * unit.frame.size)
+    return {
+        "seconds": seconds,
+        "base": base,
+        "triangles": len(out_faces),
+        "max_dev": 100 * float(deviation.max()) / unit.frame.size,
+        "mean_dev": 100 * float(deviation.mean()) / unit.frame.size,
+    }
+
+
+def _deviation(mesh: str, points: np.ndarray) -> np.ndarray:
+    """Distance (mm) of centred points from the exact surface the mesh samples."""
+    kind, _ = MESHES[mesh]
+    if kind == "icosphere":  # meshes_gen.icosphere: radius 10, centred
+        return np.abs(np.linalg.norm(points, axis=1) - 10.0)
+    ring = np.hypot(points[:, 0], points[:, 1])  # meshes_gen.torus: 30 and 10 around Z
+    return np.abs(np.hypot(ring - 30.0, points[:, 2]) - 10.0)
+
+
+def _simplify_ours(unit, budget: int):
+    from domain.previews.simplify import simplify
+
+    return simplify(unit.vertices, unit.faces, budget, unit.area)
+
+
+def _simplify_fast_simplification(unit, budget: int):
+    import fast_simplification
+
+    return fast_simplification.simplify(
+        unit.vertices, unit.faces.astype(np.int32), target_count=budget
+    )
+
+
+def _simplify_pyfqmr(unit, budget: int):
+    import pyfqmr
+
+    simplifier = pyfqmr.Simplify()
+    simplifier.setMesh(unit.vertices, unit.faces.astype(np.int32))
+    simplifier.simplify_mesh(target_count=budget, aggressiveness=7, verbose=False)
+    out_vertices, out_faces, _ = simplifier.getMesh()
+    return out_vertices, out_faces
+
+
+SIMPLIFIERS = {
+    "cluster+fast-simpl.": _simplify_ours,
+    "fast-simplification": _simplify_fast_simplification,
+    "pyfqmr": _simplify_pyfqmr,
+}
 
 
 def _hwm() -> int:

@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +71,13 @@ def test_box_glb_is_centred_in_metres_with_flat_normals():
     mesh = glb_mesh(previews.glb)
     assert len(mesh.faces) == previews.triangles == 12
     assert_centred_metres(mesh, (20.0, 10.0, 5.0))
-    primitive = glb_json(previews.glb)["meshes"][0]["primitives"][0]
+    document = glb_json(previews.glb)
+    primitive = document["meshes"][0]["primitives"][0]
     assert "NORMAL" in primitive["attributes"]
+    # glTF requires min and max on POSITION; viewers frame the model with them.
+    position = document["accessors"][primitive["attributes"]["POSITION"]]
+    np.testing.assert_allclose(position["max"], [0.010, 0.0025, 0.005], rtol=1e-6)
+    np.testing.assert_allclose(position["min"], [-0.010, -0.0025, -0.005], rtol=1e-6)
     # Split along the box's edges: every normal is one of the six axis directions
     # (averaged ones would point at the corners).
     normals = mesh.vertex_normals
@@ -186,6 +192,37 @@ def test_far_from_the_origin_and_huge_models_are_centred():
     vertices, faces = meshes_gen.box((1e20, 2e20, 3e20))
     mesh = glb_mesh(make_previews(vertices, faces).glb)
     assert_centred_metres(mesh, (1e17 * 1000, 2e17 * 1000, 3e17 * 1000))
+
+
+def test_stray_vertices_do_not_move_or_widen_the_previews():
+    vertices, faces = meshes_gen.box((10.0, 10.0, 10.0))
+    strays = np.array([[1e6, 1e6, 1e6], [-5e5, 0.0, 0.0]])
+    previews = make_previews(np.vstack([vertices, strays]), faces)
+    mesh = glb_mesh(previews.glb)
+    assert_centred_metres(mesh, (10.0, 10.0, 10.0))
+    assert picture(previews.png).tobytes() == picture(make_previews(vertices, faces).png).tobytes()
+
+
+def stacked_squares(count: int, size: float = 100.0) -> tuple[np.ndarray, np.ndarray]:
+    """`count` squares stacked 10 mm high in all: every triangle covers much of the view."""
+    corners = np.array([[0, 0, 0], [size, 0, 0], [size, size, 0], [0, size, 0]], dtype=float)
+    heights = np.arange(count)[:, None, None] * np.array([0, 0, 10.0 / count])
+    vertices = (corners[None] + heights).reshape(-1, 3)
+    base = np.arange(count)[:, None, None] * 4
+    faces = (base + np.array([[0, 1, 2], [0, 2, 3]])[None]).reshape(-1, 3)
+    return vertices, faces
+
+
+def test_many_large_overlapping_triangles_are_drawn_in_bounded_time():
+    # ~75 M samples to test with supersampling: drawn without it (~19 M).
+    rgba = picture(make_previews(*stacked_squares(150)).png)
+    assert foreground(rgba) > 0.15
+    assert set(np.unique(rgba[..., 3])) == {0, 255}  # one sample a pixel: no partial cover
+    # ~3e11 samples: refused at once rather than drawn for hours.
+    started = time.monotonic()
+    with pytest.raises(PreviewError, match="too complex"):
+        make_previews(*stacked_squares(100_000))
+    assert time.monotonic() - started < 60
 
 
 def test_triangle_soup_beyond_the_budget_is_simplified():

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import rules
 from .errors import PreviewError
+from .geometry import compact
 
 # Aliased: the modules `prepare` and `simplify` stay reachable under their own names.
 from .glb import glb_bytes as _glb_bytes
@@ -36,11 +37,12 @@ def make_previews(vertices: np.ndarray, faces: np.ndarray) -> Previews:
     Raises PreviewError (with `.reason`) for a mesh that has nothing to show.
     """
     unit = _prepare(vertices, faces)
-    small_vertices, small_faces = _simplify(
-        unit.vertices, unit.faces, rules.MAX_GLB_TRIANGLES, unit.area
+    small_vertices, small_faces = compact(
+        *_simplify(unit.vertices, unit.faces, rules.MAX_GLB_TRIANGLES, unit.area)
     )
+    png = _render_png(small_vertices, small_faces)  # first: it may refuse a model
     return Previews(
         glb=_glb_bytes(small_vertices, small_faces, unit.frame),
-        png=_render_png(small_vertices, small_faces),
+        png=png,
         triangles=len(small_faces),
     )

@@ -24,3 +24,9 @@ def doubled_areas(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
         nz = ux * vy - uy * vx
         out[start : start + _BATCH] = np.sqrt(nx * nx + ny * ny + nz * nz)
     return out
+
+
+def compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Only the vertices some triangle uses, renumbered (strays must not widen bounds)."""
+    used, renumbered = np.unique(faces, return_inverse=True)
+    return vertices[used], renumbered.reshape(faces.shape)

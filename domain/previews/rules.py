@@ -4,9 +4,10 @@ from __future__ import annotations
 
 # glTF for the web viewer: at most this many triangles (issue 12).
 MAX_GLB_TRIANGLES = 200_000
-# Larger inputs are refused before any work: far above the biggest upload the
-# analysis accepts (256 MiB of binary STL is 5.4 million triangles), and it bounds
-# the preview's memory (about 450 bytes a triangle at the peak, see docs/previews.md).
+# Larger inputs are refused before any work: above the biggest upload the analysis
+# accepts as binary STL (256 MiB is 5.4 million triangles), and it bounds the
+# preview's memory (measured: ~130 bytes a triangle above the input's own arrays,
+# 670 MiB for 5.2 M triangles; docs/previews.md).
 MAX_INPUT_TRIANGLES = 8_000_000
 # Above this, a vertex-clustering pass first brings the mesh down to about
 # CLUSTER_TARGET_FACTOR x the target; the quadric simplifier then does the rest
@@ -36,8 +37,11 @@ AMBIENT = 0.22
 DIFFUSE = 0.58
 HEADLIGHT = 0.30
 LIGHT_DIRECTION = (-0.40, 0.85, 0.35)  # in view space: x right, y up, z to the viewer
-# Fragments rasterised per batch: bounds the renderer's memory (~60 bytes each).
+# Samples tested per batch: bounds the rasteriser's memory (~100 bytes each).
 FRAGMENTS_PER_BATCH = 1_000_000
+# Samples tested in all: bounds its time (~0.1-0.2 us each). A fine 200 k-triangle
+# mesh tests ~2-4 M at 1024x1024; only large triangles stacked many deep reach this.
+MAX_CANDIDATE_SAMPLES = 64_000_000
 
 MM_PER_METRE = 1000.0
 # glTF stores float32; anything larger than this (in metres) is not representable.

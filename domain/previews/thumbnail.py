@@ -8,7 +8,7 @@ import numpy as np
 
 from . import rules
 from .errors import PreviewError
-from .raster import nearest_faces
+from .raster import candidate_samples, nearest_faces
 from .view import view_rotation
 
 
@@ -21,20 +21,28 @@ def render_png(
 
 
 def render_rgba(vertices: np.ndarray, faces: np.ndarray, pixels: int) -> np.ndarray:
-    samples = pixels * rules.SUPERSAMPLING
     view = vertices @ view_rotation().T
-    screen = _fit(view, faces, samples)
+    # Time is bounded by the samples tested: at most rules.MAX_CANDIDATE_SAMPLES.
+    # Fine meshes test about as many as the picture has; many large triangles
+    # stacked over each other test far more, and are drawn without supersampling.
+    for supersampling in (rules.SUPERSAMPLING, 1):
+        samples = pixels * supersampling
+        screen = _fit(view, faces, samples)
+        if candidate_samples(screen, faces, samples, samples) <= rules.MAX_CANDIDATE_SAMPLES:
+            break
+    else:
+        raise PreviewError("The model is too complex to draw a thumbnail of.")
     nearest = nearest_faces(screen, faces, samples, samples)
     shade = _face_shades(view, faces)
     covered = nearest >= 0
     colour = np.zeros((samples * samples, 3))
     colour[covered] = shade[nearest[covered], None] * np.asarray(rules.BASE_COLOUR)
-    return _downsample(colour, covered, pixels)
+    return _downsample(colour, covered, pixels, supersampling)
 
 
 def _fit(view: np.ndarray, faces: np.ndarray, samples: int) -> np.ndarray:
     """Scale and shift so the model's projection fills rules.FILL of the picture."""
-    used = view[np.unique(faces)] if len(view) > 3 * len(faces) else view
+    used = view[np.unique(faces)]  # a stray vertex must not shrink the picture
     low, high = used[:, :2].min(axis=0), used[:, :2].max(axis=0)
     extent = float(np.max(high - low))
     if not extent > 0:
@@ -60,9 +68,8 @@ def _face_shades(view: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return rules.AMBIENT + rules.DIFFUSE * key + rules.HEADLIGHT * normal[:, 2]
 
 
-def _downsample(colour: np.ndarray, covered: np.ndarray, pixels: int) -> np.ndarray:
-    """Average each SUPERSAMPLING^2 block: anti-aliased colour and coverage (alpha)."""
-    s = rules.SUPERSAMPLING
+def _downsample(colour: np.ndarray, covered: np.ndarray, pixels: int, s: int) -> np.ndarray:
+    """Average each s x s block: anti-aliased colour and coverage (alpha)."""
     blocks = (pixels, s, pixels, s)
     cover = covered.reshape(blocks).mean(axis=(1, 3))
     summed = colour.reshape(*blocks, 3).mean(axis=(1, 3))
