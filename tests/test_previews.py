@@ -155,6 +155,15 @@ def test_nearer_triangle_hides_the_farther_one():
     assert np.array_equal(one, other)
 
 
+def test_previews_cross_a_pipe_as_one_frame():
+    previews = make_previews(*meshes_gen.box())
+    frame = previews.pack()
+    assert Previews.unpack(frame) == previews
+    for broken in (frame[:-1], frame + b"x", frame[:10], b"PVPREV2\n" + frame[8:]):
+        with pytest.raises(ValueError):
+            Previews.unpack(broken)
+
+
 # --- bad input -------------------------------------------------------------------------
 
 

@@ -7,8 +7,6 @@ or raises PreviewError with a reason fit for the model's owner.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from . import rules
@@ -18,17 +16,11 @@ from .geometry import compact
 # Aliased: the modules `prepare` and `simplify` stay reachable under their own names.
 from .glb import glb_bytes as _glb_bytes
 from .prepare import prepare as _prepare
+from .result import Previews
 from .simplify import simplify as _simplify
 from .thumbnail import render_png as _render_png
 
 __all__ = ["PreviewError", "Previews", "make_previews"]
-
-
-@dataclass(frozen=True)
-class Previews:
-    glb: bytes  # model/gltf-binary
-    png: bytes  # image/png, RGBA, rules.THUMBNAIL_PIXELS square
-    triangles: int  # in the GLB, at most rules.MAX_GLB_TRIANGLES
 
 
 def make_previews(vertices: np.ndarray, faces: np.ndarray) -> Previews:

@@ -35,9 +35,8 @@ class UnitMesh:
 def prepare(vertices: np.ndarray, faces: np.ndarray) -> UnitMesh:
     """Validate, drop degenerate triangles, centre and scale; PreviewError if nothing is left."""
     vertices, faces = _checked(vertices, faces)
-    used = np.zeros(len(vertices), dtype=bool)
-    used[faces] = True  # stray vertices must not move the centre
-    frame = _frame(vertices[used])
+    vertices, faces = _used_only(vertices, faces)
+    frame = _frame(vertices)
     unit = vertices - frame.centre
     unit /= frame.size
     doubled = doubled_areas(unit, faces)
@@ -66,6 +65,19 @@ def _checked(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.nd
     if not np.isfinite(vertices).all():
         raise PreviewError("The model has coordinates that are not numbers.")
     return vertices, faces.astype(np.int64, copy=False)
+
+
+def _used_only(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop vertices no triangle uses: they must not move the centre or cost memory.
+
+    Renumbered through a running count (O(n + m)), not a sort.
+    """
+    used = np.zeros(len(vertices), dtype=bool)
+    used[faces] = True
+    if used.all():
+        return vertices, faces
+    new_index = np.cumsum(used) - 1
+    return vertices[used], new_index[faces]
 
 
 def _frame(points: np.ndarray) -> Frame:
