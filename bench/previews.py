@@ -78,7 +78,8 @@ CHILD_ENV = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--render-rounds", type=int, default=5)
     parser.add_argument("--out", default="/tmp/previews-bench")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,18 +103,35 @@ def main() -> None:
               f"{best['peak'] / MIB:>10.0f}{best['base'] / MIB:>10.0f}"
               f"{best['glb_bytes'] / 1024:>9.0f}{best['png_bytes'] / 1024:>9.0f}")  # fmt: skip
     print("\n== thumbnail renderers side by side: same simplified mesh, 512x512 ==")
+    print(f"(best of {args.render_rounds} interleaved rounds, one fresh child per picture)")
     print(f"{'mesh':<16}{'renderer':<17}{'cold s':>8}{'warm s':>8}{'peak MiB':>10}"
           f"{'base MiB':>10}{'threads':>8}{'PNG KiB':>9}")  # fmt: skip
     for name in RENDER_MESHES:
+        mesh = _simplified(name)
+        best: dict[str, dict] = {}
+        skipped: set[str] = set()
+        for _ in range(args.render_rounds):
+            for renderer in RENDERERS:
+                if renderer in skipped:
+                    continue
+                job = {"job": "render", "mesh": name, "renderer": renderer, "out": str(out)}
+                result = _run_child(job, mesh)
+                if "skipped" in result or "failed" in result:
+                    skipped.add(renderer)
+                    best[renderer] = result
+                elif renderer not in best or result["cold"] < best[renderer]["cold"]:
+                    best[renderer] = result
         for renderer in RENDERERS:
-            job = {"job": "render", "mesh": name, "renderer": renderer, "out": str(out)}
-            best = _best(args.runs, job)
-            if best is None:
+            r = best[renderer]
+            if "skipped" in r or "failed" in r:
+                print(f"{name:<16}{renderer:<17}{'SKIPPED' if 'skipped' in r else 'FAILED'}: "
+                      f"{r.get('skipped') or r.get('failed')}")  # fmt: skip
                 continue
-            print(f"{name:<16}{renderer:<17}{best['cold']:>8.2f}{best['warm']:>8.2f}"
-                  f"{best['peak'] / MIB:>10.0f}{best['base'] / MIB:>10.0f}"
-                  f"{best['threads']:>8}{best['png_bytes'] / 1024:>9.0f}")  # fmt: skip
+            print(f"{name:<16}{renderer:<17}{r['cold']:>8.2f}{r['warm']:>8.2f}"
+                  f"{r['peak'] / MIB:>10.0f}{r['base'] / MIB:>10.0f}"
+                  f"{r['threads']:>8}{r['png_bytes'] / 1024:>9.0f}")  # fmt: skip
     print("\n== simplifiers side by side: unit-frame mesh down to 200,000 triangles ==")
+    print("(one run each, fresh child)")
     print(f"{'mesh':<16}{'simplifier':<22}{'seconds':>9}{'peak MiB':>10}{'base MiB':>10}"
           f"{'triangles':>11}{'max dev %':>10}{'mean dev %':>11}")  # fmt: skip
     for name in RENDER_MESHES:
@@ -147,11 +165,32 @@ def _best(runs: int, job: dict) -> dict | None:
     return min(results, key=lambda r: r[key])
 
 
-def _run_child(job: dict) -> dict:
+def _simplified(name: str) -> bytes:
+    """The mesh every renderer draws: prepared and simplified once, as .npz bytes."""
+    from domain.previews import rules
+    from domain.previews.geometry import compact
+    from domain.previews.prepare import prepare
+    from domain.previews.simplify import simplify
+
+    unit = prepare(*_mesh(name))
+    vertices, faces = compact(
+        *simplify(unit.vertices, unit.faces, rules.MAX_GLB_TRIANGLES, unit.area)
+    )
+    buffer = io.BytesIO()
+    np.savez(buffer, vertices=vertices, faces=faces)
+    return buffer.getvalue()
+
+
+def _run_child(job: dict, stdin: bytes = b"") -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(job)]
     try:
         done = subprocess.run(
-            command, cwd=ROOT, env=CHILD_ENV, capture_output=True, timeout=CHILD_TIMEOUT_S
+            command,
+            cwd=ROOT,
+            env=CHILD_ENV,
+            input=stdin,
+            capture_output=True,
+            timeout=CHILD_TIMEOUT_S,
         )
     except subprocess.TimeoutExpired:
         return {"failed": f"no answer within {CHILD_TIMEOUT_S} s"}
@@ -166,14 +205,22 @@ def _run_child(job: dict) -> dict:
 
 
 def _child(job: dict) -> None:
-    vertices, faces = _mesh(job["mesh"])
+    imports = _imports() if job["job"] == "previews" else 0.0
+    if job["job"] == "render":
+        arrays = np.load(io.BytesIO(sys.stdin.buffer.read()))
+        vertices, faces = arrays["vertices"], arrays["faces"]
+    else:
+        vertices, faces = _mesh(job["mesh"])
     input_peak = _reset_hwm()
     if job["job"] == "previews":
         result = _child_previews(vertices, faces, job)
+        result["imports"] = imports
+    elif job["job"] == "render":
+        result = _child_render(vertices, faces, job)
+    elif job["job"] == "simplify":
+        result = _child_previews(vertices, faces, job)
     elif job["job"] == "simplify":
         result = _child_simplify(vertices, faces, job)
-    else:
-        result = _child_render(vertices, faces, job)
     result.setdefault("base", input_peak)
     result["peak"] = _hwm()
     print(json.dumps(result))
@@ -188,25 +235,30 @@ def _mesh(name: str) -> tuple[np.ndarray, np.ndarray]:
     return getattr(meshes_gen, kind)(*parameters)
 
 
-def _child_previews(vertices: np.ndarray, faces: np.ndarray, job: dict) -> dict:
-    # Imports timed on their own: a child that has just analysed the model (the
-    # analysis imports trimesh and scipy too) pays only part of them.
+def _imports() -> float:
+    """Seconds to import what the previews use, timed on their own: a child that has
+    just analysed the model (the analysis imports trimesh and scipy too) pays only
+    part of them."""
     started = time.perf_counter()
     import fast_simplification  # noqa: F401
     import PIL.Image  # noqa: F401
     import scipy.sparse.csgraph  # noqa: F401
     import trimesh  # noqa: F401
 
+    import domain.previews  # noqa: F401
+
+    return time.perf_counter() - started
+
+
+def _child_previews(vertices: np.ndarray, faces: np.ndarray, job: dict) -> dict:
     from domain.previews import make_previews
 
-    imports = time.perf_counter() - started
     started = time.perf_counter()
     previews = make_previews(vertices, faces)
     seconds = time.perf_counter() - started
     Path(job["out"], f"previews-{job['mesh']}.png").write_bytes(previews.png)
     return {
         "seconds": seconds,
-        "imports": imports,
         "triangles": len(faces),
         "glb_triangles": previews.triangles,
         "glb_bytes": len(previews.glb),
@@ -215,13 +267,7 @@ def _child_previews(vertices: np.ndarray, faces: np.ndarray, job: dict) -> dict:
 
 
 def _child_render(vertices: np.ndarray, faces: np.ndarray, job: dict) -> dict:
-    from domain.previews import rules
-    from domain.previews.prepare import prepare
-    from domain.previews.simplify import simplify
-
-    unit = prepare(vertices, faces)
-    small = simplify(unit.vertices, unit.faces, rules.MAX_GLB_TRIANGLES, unit.area)
-    del vertices, faces, unit
+    small = (vertices, faces)
     base = _reset_hwm()  # the renderer's own peak from here
     render = RENDER_FUNCTIONS[job["renderer"]]
     try:
