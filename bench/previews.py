@@ -93,7 +93,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     print("\n== previews as built: make_previews (simplify + GLB + PNG), fresh child each ==")
     print(f"{'mesh':<16}{'triangles':>11}{'in GLB':>9}{'seconds':>9}{'imports':>9}{'peak MiB':>10}"
-          f"{'input MiB':>10}{'GLB KiB':>9}{'PNG KiB':>9}")  # fmt: skip
+          f"{'before':>10}{'GLB KiB':>9}{'PNG KiB':>9}")  # fmt: skip
     for name in MESHES:
         best = _best(args.runs, {"job": "previews", "mesh": name, "out": str(out)})
         if best is None:
@@ -146,8 +146,9 @@ def main() -> None:
     print("dev: distance of the output's vertices from the exact sphere or torus, in % of the")
     print("model's size (the input's own vertices lie on it).")
     print(f"\nPNGs in {out} (look at them). peak: the child's peak resident memory during")
-    print("the measured work; input/base: its resident memory just before (interpreter,")
-    print("numpy, the input mesh; for the renderers the simplified mesh).")
+    print("the measured work; before/base: its resident memory just before it (interpreter,")
+    print("numpy and the input mesh; for make_previews also its imports; for the renderers")
+    print("the simplified mesh only).")
     print("threads: the child's thread count after rendering (1 = none started).")
 
 
@@ -217,9 +218,7 @@ def _child(job: dict) -> None:
         result["imports"] = imports
     elif job["job"] == "render":
         result = _child_render(vertices, faces, job)
-    elif job["job"] == "simplify":
-        result = _child_previews(vertices, faces, job)
-    elif job["job"] == "simplify":
+    else:
         result = _child_simplify(vertices, faces, job)
     result.setdefault("base", input_peak)
     result["peak"] = _hwm()
