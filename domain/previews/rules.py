@@ -6,12 +6,13 @@ from __future__ import annotations
 MAX_GLB_TRIANGLES = 200_000
 # Larger inputs are refused before any work: above the biggest upload the analysis
 # accepts as binary STL (256 MiB is 5.4 million triangles), and it bounds the
-# preview's memory (measured: ~130 bytes a triangle above the input's own arrays,
-# 670 MiB for 5.2 M triangles; docs/previews.md).
+# preview's memory (measured: ~95 bytes a triangle above the input's own arrays,
+# 472 MiB for 5.2 M triangles; docs/previews.md).
 MAX_INPUT_TRIANGLES = 8_000_000
 # Above this, a vertex-clustering pass first brings the mesh down to about
 # CLUSTER_TARGET_FACTOR x the target; the quadric simplifier then does the rest
-# (measured: 3-4x faster on 1.3 M and 5 M triangles, see docs/previews.md).
+# (measured: 1.3-2.5x faster on 1.3 M triangles, 6-7x on 5.2 M, a fraction of the
+# memory; docs/previews.md).
 CLUSTER_ABOVE_TRIANGLES = 800_000
 CLUSTER_TARGET_FACTOR = 2.0
 # Coarser clusterings tried (each halving the target) when quadric collapse stalls.
