@@ -43,6 +43,18 @@ def glb_json(glb: bytes) -> dict:
     return json.loads(glb[20 : 20 + chunk_length])
 
 
+def glb_attribute(glb: bytes, name: str) -> np.ndarray:
+    """A float32 VEC3 vertex attribute straight from the binary chunk (no trimesh)."""
+    document = glb_json(glb)
+    json_length = struct.unpack_from("<I", glb, 12)[0]
+    bin_start = 20 + json_length + 8  # after the JSON chunk and the BIN chunk's header
+    accessor = document["accessors"][document["meshes"][0]["primitives"][0]["attributes"][name]]
+    view = document["bufferViews"][accessor["bufferView"]]
+    assert (accessor["componentType"], accessor["type"]) == (5126, "VEC3")
+    start = bin_start + view.get("byteOffset", 0) + accessor.get("byteOffset", 0)
+    return np.frombuffer(glb, "<f4", accessor["count"] * 3, start).reshape(-1, 3)
+
+
 def picture(png: bytes) -> np.ndarray:
     image = Image.open(io.BytesIO(png))
     assert image.format == "PNG"
@@ -92,6 +104,18 @@ def test_glb_normals_point_outwards_on_a_smooth_surface():
     radial = mesh.vertices / np.linalg.norm(mesh.vertices, axis=1)[:, None]
     assert np.einsum("ij,ij->i", radial, mesh.vertex_normals).min() > 0.99
     np.testing.assert_allclose(np.linalg.norm(mesh.vertices, axis=1), 0.010, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "mesh",
+    [meshes_gen.mobius_strip(), meshes_gen.flipped(meshes_gen.icosphere(2), which=slice(0, 40))],
+    ids=["mobius", "half-flipped-winding"],
+)
+def test_every_glb_normal_has_unit_length(mesh):
+    # glTF requires it (the Khronos validator reports zero normals as errors): faces
+    # of one smooth patch whose normals cancel at a vertex must not leave a zero.
+    normals = glb_attribute(make_previews(*mesh).glb, "NORMAL")
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
 
 
 def test_large_model_is_simplified_to_the_budget_and_keeps_its_shape():

@@ -17,7 +17,45 @@ def glb_bytes(vertices: np.ndarray, faces: np.ndarray, frame: Frame) -> bytes:
     metres = _centred(vertices) * (frame.size / rules.MM_PER_METRE)
     mesh = trimesh.Trimesh(metres @ Z_UP_TO_Y_UP.T, faces, process=False)
     split = split_at_creases(mesh, np.radians(rules.CREASE_DEGREES))
-    return trimesh.exchange.gltf.export_glb(split, include_normals=True)
+    normals = vertex_normals(split.vertices, split.faces)
+    export = trimesh.Trimesh(split.vertices, split.faces, vertex_normals=normals, process=False)
+    return trimesh.exchange.gltf.export_glb(export, include_normals=True)
+
+
+def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """(n, 3) unit normals: area-weighted face normals, never of zero length.
+
+    glTF requires unit NORMALs (the Khronos validator rejects zero ones). Faces of one
+    smooth patch can still cancel at a vertex (a Moebius strip, a folded scan, a
+    patch whose winding flips), so such vertices take the normal of one of their own
+    faces instead of the sum.
+    """
+    a = vertices[faces[:, 0]]
+    weighted = np.cross(vertices[faces[:, 1]] - a, vertices[faces[:, 2]] - a)
+    summed = np.zeros_like(vertices)
+    fallback = np.zeros_like(vertices)
+    length = np.linalg.norm(weighted, axis=1)
+    unit_faces = weighted / np.where(length > 0, length, 1.0)[:, None]
+    for corner in range(3):
+        for axis in range(3):
+            summed[:, axis] += np.bincount(
+                faces[:, corner], weights=weighted[:, axis], minlength=len(vertices)
+            )
+        fallback[faces[:, corner]] = unit_faces  # any one face of the vertex
+    fallback[np.linalg.norm(fallback, axis=1) == 0] = (0.0, 1.0, 0.0)  # no face has area
+    norms = np.linalg.norm(summed, axis=1)
+    # Relative to the face that contributed: a sum that cancelled to rounding noise.
+    weak = norms <= 1e-6 * np.maximum(_largest_face_at(faces, length, len(vertices)), 1e-300)
+    summed[weak] = fallback[weak]
+    norms[weak] = 1.0
+    return summed / norms[:, None]
+
+
+def _largest_face_at(faces: np.ndarray, length: np.ndarray, count: int) -> np.ndarray:
+    largest = np.zeros(count)
+    for corner in range(3):
+        np.maximum.at(largest, faces[:, corner], length)
+    return largest
 
 
 def split_at_creases(mesh, angle: float):
