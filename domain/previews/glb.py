@@ -33,29 +33,23 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     a = vertices[faces[:, 0]]
     weighted = np.cross(vertices[faces[:, 1]] - a, vertices[faces[:, 2]] - a)
     summed = np.zeros_like(vertices)
+    contributed = np.zeros(len(vertices))  # sum of the lengths that went into `summed`
     fallback = np.zeros_like(vertices)
     length = np.linalg.norm(weighted, axis=1)
     unit_faces = weighted / np.where(length > 0, length, 1.0)[:, None]
+    count = len(vertices)
     for corner in range(3):
+        index = faces[:, corner]
         for axis in range(3):
-            summed[:, axis] += np.bincount(
-                faces[:, corner], weights=weighted[:, axis], minlength=len(vertices)
-            )
-        fallback[faces[:, corner]] = unit_faces  # any one face of the vertex
+            summed[:, axis] += np.bincount(index, weights=weighted[:, axis], minlength=count)
+        contributed += np.bincount(index, weights=length, minlength=count)
+        fallback[index] = unit_faces  # any one face of the vertex
     fallback[np.linalg.norm(fallback, axis=1) == 0] = (0.0, 1.0, 0.0)  # no face has area
     norms = np.linalg.norm(summed, axis=1)
-    # Relative to the face that contributed: a sum that cancelled to rounding noise.
-    weak = norms <= 1e-6 * np.maximum(_largest_face_at(faces, length, len(vertices)), 1e-300)
+    weak = norms <= 1e-6 * contributed  # cancelled down to rounding noise (or no faces)
     summed[weak] = fallback[weak]
     norms[weak] = 1.0
     return summed / norms[:, None]
-
-
-def _largest_face_at(faces: np.ndarray, length: np.ndarray, count: int) -> np.ndarray:
-    largest = np.zeros(count)
-    for corner in range(3):
-        np.maximum.at(largest, faces[:, corner], length)
-    return largest
 
 
 def split_at_creases(mesh, angle: float):
