@@ -37,6 +37,9 @@ BASE_COLOUR = (0.55, 0.64, 0.78)  # a neutral blue-grey part
 AMBIENT = 0.22
 DIFFUSE = 0.58
 HEADLIGHT = 0.30
+# Samples on a crease of the visible surface (sharper than CREASE_DEGREES) are
+# darkened by this factor: outlines the edges of pockets and engravings.
+CREASE_SHADE = 0.55
 LIGHT_DIRECTION = (-0.40, 0.85, 0.35)  # in view space: x right, y up, z to the viewer
 # Samples tested per batch: bounds the rasteriser's memory (~100 bytes each).
 FRAGMENTS_PER_BATCH = 1_000_000

@@ -33,10 +33,12 @@ def render_rgba(vertices: np.ndarray, faces: np.ndarray, pixels: int) -> np.ndar
     else:
         raise PreviewError("The model is too complex to draw a thumbnail of.")
     nearest = nearest_faces(screen, faces, samples, samples)
-    shade = _face_shades(view, faces)
+    normals = _facing_normals(view, faces)
+    shade = _shades(normals)
     covered = nearest >= 0
     colour = np.zeros((samples * samples, 3))
     colour[covered] = shade[nearest[covered], None] * np.asarray(rules.BASE_COLOUR)
+    colour[_creases(nearest, normals, samples)] *= rules.CREASE_SHADE
     return _downsample(colour, covered, pixels, supersampling)
 
 
@@ -56,16 +58,43 @@ def _fit(view: np.ndarray, faces: np.ndarray, samples: int) -> np.ndarray:
     return screen
 
 
-def _face_shades(view: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Lambert shading per triangle, lit on both sides (open scans show their inside)."""
+def _facing_normals(view: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit normal per triangle, of the side facing the viewer (both sides are lit:
+    open scans show their inside)."""
     a = view[faces[:, 0]]
     normal = np.cross(view[faces[:, 1]] - a, view[faces[:, 2]] - a)
     length = np.linalg.norm(normal, axis=1)
     normal /= np.where(length > 0, length, 1.0)[:, None]
-    normal[normal[:, 2] < 0] *= -1  # the side facing the viewer
+    normal[normal[:, 2] < 0] *= -1
+    return normal
+
+
+def _shades(normal: np.ndarray) -> np.ndarray:
+    """Lambert: key light, head light and ambient."""
     light = np.asarray(rules.LIGHT_DIRECTION) / np.linalg.norm(rules.LIGHT_DIRECTION)
     key = np.clip(normal @ light, 0.0, 1.0)
     return rules.AMBIENT + rules.DIFFUSE * key + rules.HEADLIGHT * normal[:, 2]
+
+
+def _face_shades(view: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    return _shades(_facing_normals(view, faces))
+
+
+def _creases(nearest: np.ndarray, normals: np.ndarray, samples: int) -> np.ndarray:
+    """Samples where the visible surface turns sharply to the next sample's: drawn
+    darker, so an engraved letter or a pocket reads even where its floor and the
+    face around it have the same shade."""
+    image = nearest.reshape(samples, samples)
+    marked = np.zeros((samples, samples), dtype=bool)
+    limit = np.cos(np.radians(rules.CREASE_DEGREES))
+    for here, there, mark in (
+        (image[:, :-1], image[:, 1:], marked[:, :-1]),
+        (image[:-1, :], image[1:, :], marked[:-1, :]),
+    ):
+        both = (here != there) & (here >= 0) & (there >= 0)
+        turn = np.einsum("ij,ij->i", normals[here[both]], normals[there[both]]) < limit
+        mark[both] |= turn  # a view into `marked`
+    return marked.ravel()
 
 
 def _downsample(colour: np.ndarray, covered: np.ndarray, pixels: int, s: int) -> np.ndarray:
