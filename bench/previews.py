@@ -11,8 +11,9 @@ on their own: a child that has just run the analysis has most of them loaded.
 
 Part 2, the thumbnail renderers side by side, each in its own fresh child process
 (cold: import + first picture, as a preview job pays it; warm: a second picture),
-drawing the same simplified mesh (the 200,000-triangle result of the 1.3 M icosphere
-and of the 5 M torus) from the same fixed view at 512x512:
+drawing the same simplified mesh (the 5,120-triangle torus as it is, and the
+200,000-triangle results of the 1.3 M icosphere and of the 5 M torus) from the
+same fixed view at 512x512:
 
 - `numpy`: the z-buffer rasteriser in domain/previews/raster.py (what is used),
 - `vtk-egl` and `vtk-osmesa`: VTK's offscreen windows on Mesa's llvmpipe (PyPI
@@ -29,7 +30,8 @@ The peers are optional (`pip install -e ".[bench-previews]"`, `make bench-previe
 installs them and the Debian libraries); a missing one prints SKIPPED. Their PNGs
 are written to --out (synthetic meshes, not customer data) to be looked at.
 
-    .venv/bin/python bench/previews.py [--runs 2] [--out /tmp/previews-bench]
+    .venv/bin/python bench/previews.py [--runs 3] [--render-rounds 5]
+        [--parts previews,render,simplify] [--out /tmp/previews-bench]
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ MESHES = {
     "icosphere-1.3M": ("icosphere", (8,)),
     "torus-5M": ("torus", (2048, 1280)),
 }
-RENDER_MESHES = ("icosphere-1.3M", "torus-5M")
+RENDER_MESHES = ("torus-5k", "icosphere-1.3M", "torus-5M")
+SIMPLIFY_MESHES = ("icosphere-1.3M", "torus-5M")
 RENDERERS = ("numpy", "vtk-egl", "vtk-osmesa", "pyrender-osmesa", "matplotlib")
 CHILD_TIMEOUT_S = 600
 # The environment a preview child would get: no display, one thread per library,
@@ -80,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--render-rounds", type=int, default=5)
+    parser.add_argument("--parts", default="previews,render,simplify")
     parser.add_argument("--out", default="/tmp/previews-bench")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -91,6 +95,21 @@ def main() -> None:
     print_machine()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    parts = set(args.parts.split(","))
+    if "previews" in parts:
+        _previews_part(args, out)
+    if "render" in parts:
+        _render_part(args, out)
+    if "simplify" in parts:
+        _simplify_part()
+    print(f"\nPNGs in {out} (look at them). peak: the child's peak resident memory during")
+    print("the measured work; before/base: its resident memory just before it (interpreter,")
+    print("numpy and the input mesh; for make_previews also its imports; for the renderers")
+    print("the simplified mesh only).")
+    print("threads: the child's thread count after rendering (1 = none started).")
+
+
+def _previews_part(args: argparse.Namespace, out: Path) -> None:
     print("\n== previews as built: make_previews (simplify + GLB + PNG), fresh child each ==")
     print(f"{'mesh':<16}{'triangles':>11}{'in GLB':>9}{'seconds':>9}{'imports':>9}{'peak MiB':>10}"
           f"{'before':>10}{'GLB KiB':>9}{'PNG KiB':>9}")  # fmt: skip
@@ -102,6 +121,9 @@ def main() -> None:
               f"{best['seconds']:>9.2f}{best['imports']:>9.2f}"
               f"{best['peak'] / MIB:>10.0f}{best['base'] / MIB:>10.0f}"
               f"{best['glb_bytes'] / 1024:>9.0f}{best['png_bytes'] / 1024:>9.0f}")  # fmt: skip
+
+
+def _render_part(args: argparse.Namespace, out: Path) -> None:
     print("\n== thumbnail renderers side by side: same simplified mesh, 512x512 ==")
     print(f"(best of {args.render_rounds} interleaved rounds, one fresh child per picture)")
     print(f"{'mesh':<16}{'renderer':<17}{'cold s':>8}{'warm s':>8}{'peak MiB':>10}"
@@ -130,11 +152,14 @@ def main() -> None:
             print(f"{name:<16}{renderer:<17}{r['cold']:>8.2f}{r['warm']:>8.2f}"
                   f"{r['peak'] / MIB:>10.0f}{r['base'] / MIB:>10.0f}"
                   f"{r['threads']:>8}{r['png_bytes'] / 1024:>9.0f}")  # fmt: skip
+
+
+def _simplify_part() -> None:
     print("\n== simplifiers side by side: unit-frame mesh down to 200,000 triangles ==")
     print("(one run each, fresh child)")
     print(f"{'mesh':<16}{'simplifier':<22}{'seconds':>9}{'peak MiB':>10}{'base MiB':>10}"
           f"{'triangles':>11}{'max dev %':>10}{'mean dev %':>11}")  # fmt: skip
-    for name in RENDER_MESHES:
+    for name in SIMPLIFY_MESHES:
         for simplifier in SIMPLIFIERS:
             job = {"job": "simplify", "mesh": name, "simplifier": simplifier}
             best = _best(1, job)
@@ -145,11 +170,6 @@ def main() -> None:
                   f"{best['max_dev']:>10.3f}{best['mean_dev']:>11.4f}")  # fmt: skip
     print("dev: distance of the output's vertices from the exact sphere or torus, in % of the")
     print("model's size (the input's own vertices lie on it).")
-    print(f"\nPNGs in {out} (look at them). peak: the child's peak resident memory during")
-    print("the measured work; before/base: its resident memory just before it (interpreter,")
-    print("numpy and the input mesh; for make_previews also its imports; for the renderers")
-    print("the simplified mesh only).")
-    print("threads: the child's thread count after rendering (1 = none started).")
 
 
 def _best(runs: int, job: dict) -> dict | None:
