@@ -190,6 +190,10 @@ class Settings:
     materials: tuple[str, ...] = env("MATERIALS", DEFAULT_MATERIALS, _csv)
     # GraphiQL's page (`on`/`off`); unset: on, except in production (README).
     graphiql_switch: bool | None = env("GRAPHIQL", None, _switch)
+    # Previews (issue 12): the child's wall-clock limit (memory: ANALYSIS_MEMORY_BYTES)
+    # and how long a preview link stays valid.
+    preview_timeout_seconds: int = env("PREVIEW_TIMEOUT_SECONDS", 120, _int)
+    preview_link_seconds: int = env("PREVIEW_LINK_SECONDS", 300, _int)
 
     @property
     def is_production(self) -> bool:

@@ -104,6 +104,7 @@ TABLES = [
     "order_event",
     "print_order",
     "comment",
+    "model_preview",
     "model_metadata",
     "model3d",
     "recovery_code",
