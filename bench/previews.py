@@ -9,6 +9,13 @@ PNG's. Each figure is the best of --runs runs, each in a fresh child process.
 seconds excludes the imports (trimesh, scipy, Pillow, fast-simplification), shown
 on their own: a child that has just run the analysis has most of them loaded.
 
+Part 0, the production path (`production`): the STL bytes of the same three meshes
+through `domain.previews.sandbox.run_previews`, the confined child a preview job
+starts (fresh interpreter, analysis limits, Landlock; load + weld + simplify + GLB +
+PNG), next to the analysis child (`run_isolated_with_stats`) on the same bytes in
+the same run; wall clock, the child's peak memory (getrusage of the waited child),
+and the STL's size next to the GLB's and the PNG's. Best of --runs.
+
 Part 2, the thumbnail renderers side by side, each in its own fresh child process
 (cold: import + first picture, as a preview job pays it; warm: a second picture),
 drawing the same simplified mesh (the 5,120-triangle torus as it is, and the
@@ -83,7 +90,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--render-rounds", type=int, default=5)
-    parser.add_argument("--parts", default="previews,render,simplify")
+    parser.add_argument("--parts", default="production,previews,render,simplify")
     parser.add_argument("--out", default="/tmp/previews-bench")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,6 +103,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     parts = set(args.parts.split(","))
+    if "production" in parts:
+        _production_part(args)
     if "previews" in parts:
         _previews_part(args, out)
     if "render" in parts:
@@ -107,6 +116,62 @@ def main() -> None:
     print("numpy and the input mesh; for make_previews also its imports; for the renderers")
     print("the simplified mesh only).")
     print("threads: the child's thread count after rendering (1 = none started).")
+
+
+def _production_part(args: argparse.Namespace) -> None:
+    print("\n== production path: STL bytes -> confined preview child (run_previews) ==")
+    print("(next to the analysis child on the same bytes; peak: the child's max RSS)")
+    print(f"{'mesh':<16}{'triangles':>11}{'STL MiB':>9}{'preview s':>11}{'peak MiB':>10}"
+          f"{'analysis s':>12}{'peak MiB':>10}{'GLB KiB':>9}{'PNG KiB':>9}")  # fmt: skip
+    for name in MESHES:
+        runs = [_run_child({"job": "production", "mesh": name}) for _ in range(args.runs)]
+        failed = [r for r in runs if "failed" in r]
+        if failed:
+            print(f"{name:<16}FAILED: {failed[0]['failed']}")
+            continue
+        best = min(runs, key=lambda r: r["seconds"])
+        analysis = min(r["analysis_seconds"] for r in runs)
+        print(f"{name:<16}{best['triangles']:>11,}{best['stl_bytes'] / MIB:>9.1f}"
+              f"{best['seconds']:>11.2f}{best['peak'] / MIB:>10.0f}"
+              f"{analysis:>12.2f}{best['analysis_peak'] / MIB:>10.0f}"
+              f"{best['glb_bytes'] / 1024:>9.0f}{best['png_bytes'] / 1024:>9.0f}")  # fmt: skip
+
+
+def _child_production(job: dict) -> dict:
+    """One measurement as the preview job runs it (a confined child of this process).
+
+    Peak memory: RUSAGE_CHILDREN's ru_maxrss is the largest child waited for so far,
+    so the preview child runs first (this process has waited for none before)."""
+    import resource
+
+    from domain.analysis.options import AnalysisOptions
+    from domain.analysis.sandbox import run_isolated_with_stats
+    from domain.previews.sandbox import run_previews
+    import tempfile
+
+    from runtime.settings import load_settings
+    from tests import meshes_gen
+
+    data = meshes_gen.binary_stl(_mesh(job["mesh"]))
+    settings = load_settings({"DATA_DIR": tempfile.mkdtemp(prefix="pv-bench-")})
+    options = AnalysisOptions.from_settings(settings)
+    memory = settings.analysis_memory_bytes
+    started = time.perf_counter()
+    previews = run_previews(data, "stl", options, CHILD_TIMEOUT_S, memory)
+    seconds = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    started = time.perf_counter()
+    _, stats = run_isolated_with_stats(data, "b.stl", "stl", options, CHILD_TIMEOUT_S, memory)
+    return {
+        "triangles": (len(data) - 84) // 50,
+        "stl_bytes": len(data),
+        "seconds": seconds,
+        "peak": peak,
+        "analysis_seconds": time.perf_counter() - started,
+        "analysis_peak": stats.peak_rss_bytes,
+        "glb_bytes": len(previews.glb),
+        "png_bytes": len(previews.png),
+    }
 
 
 def _previews_part(args: argparse.Namespace, out: Path) -> None:
@@ -226,6 +291,10 @@ def _run_child(job: dict, stdin: bytes = b"") -> dict:
 
 
 def _child(job: dict) -> None:
+    if job["job"] == "production":
+        print(json.dumps(_child_production(job)))
+        sys.stdout.flush()
+        os._exit(0)
     imports = _imports() if job["job"] == "previews" else 0.0
     if job["job"] == "render":
         arrays = np.load(io.BytesIO(sys.stdin.buffer.read()))
