@@ -143,12 +143,11 @@ def _child_production(job: dict) -> dict:
     Peak memory: RUSAGE_CHILDREN's ru_maxrss is the largest child waited for so far,
     so the preview child runs first (this process has waited for none before)."""
     import resource
+    import tempfile
 
     from domain.analysis.options import AnalysisOptions
     from domain.analysis.sandbox import run_isolated_with_stats
     from domain.previews.sandbox import run_previews
-    import tempfile
-
     from runtime.settings import load_settings
     from tests import meshes_gen
 
