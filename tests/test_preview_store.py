@@ -124,3 +124,31 @@ async def test_orphan_sweep_removes_unreferenced_previews(
 
 async def _chunks(data: bytes):
     yield data
+
+
+def _options():
+    from domain.analysis.options import AnalysisOptions
+
+    return AnalysisOptions()
+
+
+def test_the_preview_child_is_bounded_in_time() -> None:
+    from domain.previews import PreviewError
+    from domain.previews.sandbox import run_previews
+    from tests import meshes_gen
+
+    data = meshes_gen.binary_stl(meshes_gen.icosphere(6))
+    started = time.monotonic()
+    with pytest.raises(PreviewError, match=r"longer than 0\.2 seconds"):
+        run_previews(data, "stl", _options(), 0.2, 4 << 30)
+    assert time.monotonic() - started < 10  # killed, not waited for
+
+
+def test_the_preview_child_is_bounded_in_memory() -> None:
+    from domain.previews import PreviewError
+    from domain.previews.sandbox import run_previews
+    from tests import meshes_gen
+
+    data = meshes_gen.binary_stl(meshes_gen.icosphere(7))  # 327,680 triangles
+    with pytest.raises(PreviewError, match="memory limit of 200 MB"):
+        run_previews(data, "stl", _options(), 120, 200 << 20)
