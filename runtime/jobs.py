@@ -28,6 +28,7 @@ import os
 import signal
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -100,7 +101,7 @@ class JobQueue:
             with self._tracked():
                 async with self._slots:
                     outcome = await self.job.run(UUID(model_id))
-            if outcome is Outcome.DONE:
+            if outcome is Outcome.DONE and settings.previews:
                 await self.enqueue_preview(UUID(model_id))
 
         self._task = self._broker.register_task(analyse_model, task_name=TASK_NAME)
@@ -192,12 +193,14 @@ class JobQueue:
                 requeued.append(model_id)
         if requeued:
             log.info("recovery sweep re-queued %d model(s)", len(requeued))
-        for model_id in await without_preview(
-            now, self.settings.preview_timeout_seconds + self.options.pending_grace_s,
-            self.options.sweep_batch,
-        ):
-            await self.enqueue_preview(model_id)
+        if self.settings.previews:
+            await self._sweep_previews(now)
         return requeued
+
+    async def _sweep_previews(self, now: datetime) -> None:
+        lease_s = self.settings.preview_timeout_seconds + self.options.pending_grace_s
+        for model_id in await without_preview(now, lease_s, self.options.sweep_batch):
+            await self.enqueue_preview(model_id)
 
     async def _kick(self, model_id: UUID, task: Any = None) -> None:
         try:

@@ -194,6 +194,8 @@ class Settings:
     # and how long a preview link stays valid.
     preview_timeout_seconds: int = env("PREVIEW_TIMEOUT_SECONDS", 120, _int)
     preview_link_seconds: int = env("PREVIEW_LINK_SECONDS", 300, _int)
+    # `off`: no preview jobs (Model.preview stays null); the test suite's default app.
+    previews: bool = env("PREVIEWS", True, _switch)
 
     @property
     def is_production(self) -> bool:

@@ -39,6 +39,14 @@ async def _with_preview(api: Api, caller: Caller, content: bytes) -> tuple[str, 
     raise AssertionError("no preview row")
 
 
+@pytest.fixture
+async def api(database: str, settings, tmp_path: Path):
+    """The app of conftest with previews on (the suite's default app has them off)."""
+    on = replace(settings, previews=True, storage_url=f"file://{tmp_path / 'objects'}")
+    async with serving(on) as api:
+        yield api
+
+
 async def test_preview_after_done_sealed_under_the_model_key(api: Api, customer: Caller) -> None:
     model_id, model = await _with_preview(api, customer, box_stl(10, 20, 30))
     assert model["analysisStatus"] == "DONE" and model["preview"], model
@@ -60,7 +68,9 @@ async def test_preview_after_done_sealed_under_the_model_key(api: Api, customer:
 
 async def test_rotation_covers_previews(database: str, settings, tmp_path: Path) -> None:
     old = {"old": secrets.token_bytes(32)}
-    first = replace(settings, master_keys=old, storage_url=f"file://{tmp_path / 'objects'}")
+    first = replace(
+        settings, master_keys=old, storage_url=f"file://{tmp_path / 'objects'}", previews=True
+    )
     async with serving(first) as api:
         caller = await api.customer()
         model_id, _ = await _with_preview(api, caller, box_stl(5, 5, 5))
