@@ -16,6 +16,13 @@ PNG), next to the analysis child (`run_isolated_with_stats`) on the same bytes i
 the same run; wall clock, the child's peak memory (getrusage of the waited child),
 and the STL's size next to the GLB's and the PNG's. Best of --runs.
 
+Part 0b, end to end over the API (`api`): a real server (`server.py serve`,
+embedded default); each mesh's STL uploaded over HTTP; the seconds from the
+upload's answer to DONE (the analysis) and from DONE to `Model.preview` present
+(the preview job: fetch, decrypt, the confined child, encrypt, store), polled every
+50 ms; the peak RSS of any process below the server (sampled every 20 ms); then the
+PNG and GLB fetched through their links (sizes as served).
+
 Part 2, the thumbnail renderers side by side, each in its own fresh child process
 (cold: import + first picture, as a preview job pays it; warm: a second picture),
 drawing the same simplified mesh (the 5,120-triangle torus as it is, and the
@@ -90,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--render-rounds", type=int, default=5)
-    parser.add_argument("--parts", default="production,previews,render,simplify")
+    parser.add_argument("--parts", default="production,api,previews,render,simplify")
     parser.add_argument("--out", default="/tmp/previews-bench")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -105,6 +112,8 @@ def main() -> None:
     parts = set(args.parts.split(","))
     if "production" in parts:
         _production_part(args)
+    if "api" in parts:
+        _api_part(args)
     if "previews" in parts:
         _previews_part(args, out)
     if "render" in parts:
@@ -135,6 +144,90 @@ def _production_part(args: argparse.Namespace) -> None:
               f"{best['seconds']:>11.2f}{best['peak'] / MIB:>10.0f}"
               f"{analysis:>12.2f}{best['analysis_peak'] / MIB:>10.0f}"
               f"{best['glb_bytes'] / 1024:>9.0f}{best['png_bytes'] / 1024:>9.0f}")  # fmt: skip
+
+
+def _api_part(args: argparse.Namespace) -> None:
+    import contextlib
+    import tempfile
+
+    from bench.common import child_env, free_port, sign_up, subprocess_running, wait_healthy
+    from tests import meshes_gen
+
+    print("\n== end to end over the API: upload -> DONE -> preview (real server) ==")
+    print(f"{'mesh':<16}{'triangles':>11}{'->DONE s':>10}{'->preview s':>13}"
+          f"{'peak MiB':>10}{'GLB KiB':>9}{'PNG KiB':>9}")  # fmt: skip
+    with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as work:
+        port = free_port()
+        base_url = f"http://127.0.0.1:{port}"
+        env = child_env(
+            DATA_DIR=str(Path(work) / "data"), HOST="127.0.0.1", PORT=str(port),
+            APP_ENV="development", MAX_UPLOAD_BYTES=str(300 * MIB),
+            RATE_LIMITS="upload_user=100000/hour,upload_ip=100000/hour,signup_ip=100000/hour",
+        )  # fmt: skip
+        log = Path(work) / "server.log"
+        proc = stack.enter_context(
+            subprocess_running([sys.executable, "server.py", "serve"], env, log)
+        )
+        wait_healthy(base_url, proc, "/healthz", log)
+        token = sign_up(base_url, "Preview Bench")
+        for name in MESHES:
+            data = meshes_gen.binary_stl(_mesh(name))
+            runs = [_through_api(base_url, token, proc.pid, name, data) for _ in range(args.runs)]
+            best = min(runs, key=lambda r: r["preview"])
+            print(f"{name:<16}{(len(data) - 84) // 50:>11,}{best['done']:>10.2f}"
+                  f"{best['preview']:>13.2f}{best['peak'] / MIB:>10.0f}"
+                  f"{best['glb'] / 1024:>9.0f}{best['png'] / 1024:>9.0f}", flush=True)  # fmt: skip
+
+
+def _through_api(base_url: str, token: str, pid: int, name: str, data: bytes) -> dict:
+    import threading
+
+    import httpx
+    import psutil
+
+    upload = "mutation($f: Upload!) { uploadModel(file: $f) { id } }"
+    query = """query($id: ID!) { model(id: $id) { analysisStatus analysisError
+      preview { glbUrl pngUrl } } }"""
+    headers = {"Authorization": f"Bearer {token}", "Apollo-Require-Preflight": "1"}
+    files = {
+        "operations": (None, json.dumps({"query": upload, "variables": {"f": None}})),
+        "map": (None, json.dumps({"0": ["variables.f"]})),
+        "0": (f"{name}.stl", data, "application/octet-stream"),
+    }
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        server = psutil.Process(pid)
+        while not stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                for child in server.children(recursive=True):
+                    peak[0] = max(peak[0], child.memory_info().rss)
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=600) as client:
+        body = client.post("/graphql", files=files, headers=headers).json()
+        answered = time.perf_counter()
+        model_id = body["data"]["uploadModel"]["id"]
+        done = None
+        while True:
+            model = client.post("/graphql", json={"query": query, "variables": {"id": model_id}},
+                                headers=headers).json()["data"]["model"]  # fmt: skip
+            if done is None and model["analysisStatus"] == "DONE":
+                done = time.perf_counter()
+            if model["analysisStatus"] == "FAILED":
+                raise SystemExit(f"analysis of {name} failed: {model['analysisError']}")
+            if model["preview"]:
+                break
+            time.sleep(0.05)
+        ready = time.perf_counter()
+        stop.set()
+        sampler.join()
+        glb = client.get(model["preview"]["glbUrl"]).content
+        png = client.get(model["preview"]["pngUrl"]).content
+    return {"done": (done or ready) - answered, "preview": ready - (done or ready),
+            "peak": peak[0], "glb": len(glb), "png": len(png)}  # fmt: skip
 
 
 def _child_production(job: dict) -> dict:
