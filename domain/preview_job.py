@@ -25,6 +25,7 @@ from tortoise.exceptions import IntegrityError
 from tortoise.expressions import Q, Subquery
 
 from domain.analysis.options import AnalysisOptions
+from domain.analysis_job import is_transient
 from domain.enums import AnalysisStatus
 from domain.previews import PreviewError, Previews
 from domain.previews.sandbox import run_previews
@@ -63,7 +64,11 @@ class PreviewJob:
             previews = await self._make(model)
         except PreviewError as error:
             return await self._record_failed(model, error.reason)
-        except Exception as error:  # store down, a bug: logged, shown as a plain reason
+        except Exception as error:
+            if is_transient(error):  # store or database down: no row, the sweep retries
+                log.warning("model %s: preview postponed (%s)", model.id, error)
+                return PreviewOutcome.DROPPED
+            # A missing object, a bug: logged, shown as a plain reason.
             log.error("model %s: preview failed", model.id, exc_info=error)
             return await self._record_failed(model, INTERNAL_REASON)
         return await self._store(model, previews)
@@ -99,9 +104,18 @@ class PreviewJob:
             await self._discard(keys.values())
             return PreviewOutcome.DROPPED
         except Exception as error:
-            log.error("model %s: previews not stored", model.id, exc_info=error)
             await self._discard(keys.values())
+            if is_transient(error):
+                log.warning("model %s: previews not stored (%s); postponed", model.id, error)
+                return PreviewOutcome.DROPPED
+            log.error("model %s: previews not stored", model.id, exc_info=error)
             return await self._record_failed(model, INTERNAL_REASON)
+        if not await Model3D.exists(id=model.id):
+            # Deleted between the checks (a database that does not enforce the foreign
+            # key would keep the row): nothing may outlive the model.
+            await ModelPreview.filter(model_id=model.id).delete()
+            await self._discard(keys.values())
+            return PreviewOutcome.DROPPED
         log.info("model %s: previews ready (%d triangles)", model.id, previews.triangles)
         return PreviewOutcome.READY
 

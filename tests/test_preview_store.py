@@ -162,3 +162,22 @@ def test_the_preview_child_is_bounded_in_memory() -> None:
     data = meshes_gen.binary_stl(meshes_gen.icosphere(7))  # 327,680 triangles
     with pytest.raises(PreviewError, match="memory limit of 200 MB"):
         run_previews(data, "stl", _options(), 120, 200 << 20)
+
+
+async def test_a_store_outage_postpones_the_preview(api: Api, customer: Caller) -> None:
+    from storage.objects import StoreUnavailable
+
+    model_id, _ = await _with_preview(api, customer, box_stl())
+    await ModelPreview.filter(model_id=model_id).delete()
+
+    class Down(LocalObjectStore):
+        def get(self, key: str):
+            raise StoreUnavailable("down")
+
+    store = api.services.store
+    job = PreviewJob(api.settings, Down(store.root), api.services.keyring)
+    assert await job.run(model_id) is PreviewOutcome.DROPPED
+    assert not await ModelPreview.exists(model_id=model_id)  # the sweep tries again later
+    # Back up: the next run makes it.
+    job = PreviewJob(api.settings, store, api.services.keyring)
+    assert await job.run(model_id) is PreviewOutcome.READY

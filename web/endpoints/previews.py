@@ -31,7 +31,7 @@ async def preview(request: Request) -> Response:
         # Expired, forged, or no longer allowed: the same 404, revealing nothing.
         refused = error if isinstance(error, NotFound) else NotFound(preview_links.REFUSED)
         await preview_links.record_refusal(refused, ip, claims)
-        return error_json(refused, request_id, status=404)
+        return error_json(NotFound(preview_links.REFUSED), request_id, status=404)
     except Exception as error:  # store down (503), object missing or damaged (500), a bug
         return error_json(error, request_id)
     headers = {
