@@ -181,3 +181,26 @@ async def test_a_store_outage_postpones_the_preview(api: Api, customer: Caller) 
     # Back up: the next run makes it.
     job = PreviewJob(api.settings, store, api.services.keyring)
     assert await job.run(model_id) is PreviewOutcome.READY
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "meshes"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared meshes not found at {SHARED}")
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("featuretype.STEP", "step"), ("counterXP.3MF", "3mf"), ("bunny.ply", "ply"),
+     ("admesh-fill-holes-bad.stl", "stl")],
+)  # fmt: skip
+def test_real_files_in_the_confined_child(name: str, fmt: str) -> None:
+    """STEP (OpenCASCADE under Landlock), 3MF, PLY and an open STL: the child's loaders
+    are the analysis' own, so every supported format gets a preview."""
+    import io
+
+    from PIL import Image
+
+    from domain.previews.sandbox import run_previews
+
+    previews = run_previews((SHARED / name).read_bytes(), fmt, _options(), 120, 4 << 30)
+    assert Image.open(io.BytesIO(previews.png)).size == (512, 512)
+    assert previews.glb.startswith(b"glTF") and 0 < previews.triangles <= 200_000
