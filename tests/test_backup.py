@@ -44,6 +44,7 @@ from storage.models import (
     MaintenanceRun,
     Model3D,
     ModelMetadata,
+    ModelPreview,
     Order,
     OrderEvent,
     OrderStatus,
@@ -181,6 +182,14 @@ async def fill() -> None:
         is_watertight=True,
         printable=False,
         issues=[{"code": "THIN_WALL", "severity": "warning", "message": "< 0.8 mm"}],
+    )
+    await ModelPreview.create(
+        model=model,
+        glb_key=f"previews/{model.id.hex}/glb-1",
+        png_key=f"previews/{model.id.hex}/png-1",
+        glb_size=4096,
+        png_size=512,
+        triangles=12,
     )
     await Comment.create(model=model, author=user, body="Bitte in PETG.\nZweite Zeile 'x'")
     order = await Order.create(

@@ -24,4 +24,8 @@ class Migration(migrations.Migration):
             options={'table': 'model_preview', 'app': 'models', 'pk_attr': 'model_id'},
             bases=['Model'],
         ),
+        ops.AlterModelOptions(
+            name='ModelPreview',
+            options={'table': 'model_preview', 'app': 'models', 'pk_attr': 'model_id'},
+        ),
     ]
