@@ -7,18 +7,14 @@ sends it. `Connection: close` makes uvicorn close the connection after the answe
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import Message, Receive, Scope, Send
+
+from web.middleware.base import HttpMiddleware
 
 
-class EarlyClose:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class EarlyClose(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         declared = headers.get("content-length", "").strip()
         complete = declared in ("", "0") and "transfer-encoding" not in headers
@@ -32,7 +28,7 @@ class EarlyClose:
 
         async def closing_send(message: Message) -> None:
             if message["type"] == "http.response.start" and not complete:
-                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+                MutableHeaders(scope=message).append("connection", "close")
             await send(message)
 
         await self.app(scope, tracking_receive, closing_send)

@@ -11,24 +11,19 @@ GraphiQL page is small. Downloads already set their own no-store.
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.datastructures import MutableHeaders
+from starlette.types import Message, Receive, Scope, Send
+
+from web.middleware.base import HttpMiddleware
 
 
-class NoStore:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
+class NoStore(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_no_store(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(key.lower() == b"cache-control" for key, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
+                headers = MutableHeaders(scope=message)
+                if "cache-control" not in headers:
+                    headers.append("cache-control", "no-store")
             await send(message)
 
         await self.app(scope, receive, send_no_store)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from web.middleware.base import HttpMiddleware
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 COMMON = {
@@ -15,14 +17,8 @@ COMMON = {
 HSTS = "max-age=63072000; includeSubDomains"
 
 
-class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class SecurityHeaders(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         tls = scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:
