@@ -289,6 +289,23 @@ async def test_model_preview_links_for_its_company_and_staff_only(
     assert "provider" not in granted and "staff" in granted, granted
 
 
+async def test_a_provider_cannot_fetch_a_preview_even_with_a_link(api: Api, world: World) -> None:
+    """The right is checked again at fetch: a link naming the provider (which the
+    field never gives it) is refused, 404, and audited as not allowed."""
+    from domain import preview_links
+    from storage.models import AuditEvent
+    from web.access import access_for
+
+    access = access_for(viewer_for(world.provider.user), None)
+    links = await preview_links.preview_links(api.settings, access, world.model)
+    assert links is not None
+    answer = await api.client.get(links.png_url)
+    assert answer.status_code == 404
+    refused = await AuditEvent.filter(kind="preview.link_refused").order_by("-id").first()
+    assert refused is not None and refused.detail["reason"] == "not_allowed"
+    assert refused.actor_id == world.provider.user.id
+
+
 @pytest.mark.parametrize("field", _fields_of("Comment"))
 async def test_comment_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
     subject = Subject("Comment", world.model.id, company_id=world.model.company_id)
