@@ -204,3 +204,37 @@ def test_real_files_in_the_confined_child(name: str, fmt: str) -> None:
     previews = run_previews((SHARED / name).read_bytes(), fmt, _options(), 120, 4 << 30)
     assert Image.open(io.BytesIO(previews.png)).size == (512, 512)
     assert previews.glb.startswith(b"glTF") and 0 < previews.triangles <= 200_000
+
+
+def test_the_preview_child_writes_no_file(tmp_path: Path) -> None:
+    """The proof of the analysis child, for the preview child: traced with strace -f,
+    fed as run_previews feeds it, no call creates or writes anything reachable by a
+    path (the PNG and GLB are built in memory and leave through the pipe)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from domain.analysis.sandbox import child_environment
+    from domain.previews.result import Previews
+    from tests.test_analysis_child import _TRACED, FILES, ROOT, _writes
+
+    if shutil.which("strace") is None:
+        pytest.skip("strace is not installed")
+    for kind in ("step", "stl-binary"):
+        make, fmt = FILES[kind]
+        data = make()
+        header = {"format": fmt, "size": len(data), "options": _options().to_dict(),
+                  "memory_bytes": 4 << 30, "cpu_seconds": 60}  # fmt: skip
+        log = tmp_path / f"{kind}.trace"  # paths only, never file content
+        result = subprocess.run(
+            ["strace", "-f", "-qq", "-e", f"trace={_TRACED}", "-o", str(log),
+             sys.executable, "-m", "domain.previews.child"],
+            input=json.dumps(header).encode() + b"\n" + data,
+            capture_output=True, cwd=ROOT, env=child_environment(), timeout=120, check=False,
+        )  # fmt: skip
+        previews = Previews.unpack(result.stdout)  # a whole frame: the child succeeded
+        assert previews.png.startswith(b"\x89PNG")
+        trace = log.read_text()
+        assert "openat" in trace
+        assert _writes(trace) == [], kind
