@@ -85,6 +85,7 @@ bench: $(DEV_STAMP) peers
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/push.py
 	$(MAKE) bench-previews
 
 # Thumbnail renderers compared with ours: VTK and pyrender on Mesa's software

@@ -4,7 +4,7 @@ from tortoise import fields
 from tortoise.fields.base import OnDelete
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0002_maintenance_and_sweep_index')]
+    dependencies = [('models', '0003_accounts')]
 
     initial = False
 
