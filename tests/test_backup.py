@@ -34,6 +34,7 @@ from storage.backup import (
 )
 from storage.crypto import KeyRing, WrappedKey, decrypt_bytes, unwrap
 from storage.models import (
+    AccountToken,
     AnalysisStatus,
     ApiToken,
     AuditEvent,
@@ -182,6 +183,10 @@ async def fill() -> None:
         is_watertight=True,
         printable=False,
         issues=[{"code": "THIN_WALL", "severity": "warning", "message": "< 0.8 mm"}],
+    )
+    # Main's account_token table (issue 10) was not in the fill yet.
+    await AccountToken.create(
+        purpose="reset", token_hash="e" * 64, user=user, expires_at=now + timedelta(hours=1)
     )
     await ModelPreview.create(
         model=model,
