@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: run test lint bench setup peers assets browser clean
+.PHONY: run test lint bench bench-previews setup peers assets browser clean
 
 setup: $(DEV_STAMP)
 
@@ -86,6 +86,19 @@ bench: $(DEV_STAMP) peers
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/load.py
 	$(BIN)/python bench/push.py
+	$(MAKE) bench-previews
+
+# Thumbnail renderers compared with ours: VTK and pyrender on Mesa's software
+# OpenGL (Debian: EGL and OSMesa), matplotlib. Only the benchmark needs them.
+bench-previews: $(DEV_STAMP)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    libosmesa6 libegl1 libegl-mesa0 libgl1-mesa-dri >/dev/null) \
+	    || echo "note: could not install Mesa; the OpenGL renderers will be skipped"; \
+	else echo "note: not root; the OpenGL renderers need libosmesa6 and libegl-mesa0"; fi
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench-previews]"
+	$(BIN)/python -m pip install --quiet --no-deps pyrender==0.1.45
+	$(BIN)/python bench/previews.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -17,10 +17,11 @@ from tortoise.expressions import Q
 from tortoise.timezone import now
 
 from domain.ip_retention import truncate_old_ips
+from domain.preview_job import PREFIX as PREVIEW_PREFIX
 from domain.uploads import OBJECT_PREFIX
 from runtime.settings import Settings
 from storage.crypto import KeyRing
-from storage.models import MaintenanceRun, Model3D
+from storage.models import MaintenanceRun, Model3D, ModelPreview
 from storage.objects import ObjectStore
 
 log = logging.getLogger("printvault.maintenance")
@@ -42,9 +43,17 @@ async def remove_abandoned_objects(settings: Settings, store: ObjectStore, _: Ke
         if info.modified < cutoff and not await Model3D.exists(object_key=info.key):
             await store.delete(info.key)
             removed += 1
+    async for info in store.list(PREVIEW_PREFIX):
+        if info.modified < cutoff and not await _is_preview(info.key):
+            await store.delete(info.key)
+            removed += 1
     if removed:
         log.info("removed %d abandoned object(s)", removed)
     return removed
+
+
+async def _is_preview(key: str) -> bool:
+    return await ModelPreview.exists(Q(glb_key=key) | Q(png_key=key))
 
 
 async def _truncate_ips(settings: Settings, _store: ObjectStore, _ring: KeyRing) -> int:

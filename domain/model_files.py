@@ -14,7 +14,7 @@ from domain.pagination import Page, paginate
 from domain.policy import Access, Subject, reach_filter
 from domain.uploads import StoredUpload
 from domain.validation import clean_name
-from storage.models import Model3D
+from storage.models import Model3D, ModelPreview
 from storage.objects import ObjectStore
 
 log = logging.getLogger("printvault.models")
@@ -77,6 +77,7 @@ async def delete_model(
     access: Access, store: ObjectStore, model_id: object, ip: str | None
 ) -> None:
     model = await find_model_for(access, "Mutation.deleteModel", model_id)
+    preview = await ModelPreview.get_or_none(model_id=model.id)
     async with in_transaction():
         await Model3D.filter(id=model.id).delete()
         await audit.record(
@@ -88,7 +89,13 @@ async def delete_model(
         )
     # After the commit: a failure here leaves an encrypted orphan for the clean-up
     # job, never a row pointing to a missing object.
-    try:
-        await store.delete(model.object_key)
-    except Exception:  # the row is gone; the orphan sweep will retry the object
-        log.warning("model %s: object not deleted; left for the clean-up job", model.id)
+    # Its previews went with the row (cascade); a preview job still running for it
+    # finds no row to attach its objects to and removes them itself.
+    keys = [model.object_key]
+    if preview is not None:
+        keys += [key for key in (preview.glb_key, preview.png_key) if key]
+    for key in keys:
+        try:
+            await store.delete(key)
+        except Exception:  # the row is gone; the orphan sweep will retry the object
+            log.warning("model %s: object not deleted; left for the clean-up job", model.id)

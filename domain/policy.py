@@ -132,6 +132,7 @@ RULES: dict[str, frozenset[Rel]] = {
     "Model.comments": _rules(OWN, S),
     "Model.orders": _rules(OWN, PROV, S),  # and each order only if the caller reaches it
     "Model.uploadIp": _rules(S),
+    "Model.preview": _rules(OWN, S),  # issue 12: a provider does not see it
     # Comment: reachable with its model; the author's IP for staff only.
     "Comment.id": _rules(OWN, S),
     "Comment.model": _rules(OWN, S),
@@ -182,6 +183,7 @@ RULES: dict[str, frozenset[Rel]] = {
     "PrintabilityIssue.*": _rules(E),
     "ModelMetadata.*": _rules(E),
     "DownloadLink.*": _rules(E),
+    "Preview.*": _rules(E),
     "AuthPayload.*": _rules(E),
     "TotpSetup.*": _rules(E),
     "Invitation.*": _rules(E),

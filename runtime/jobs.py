@@ -28,6 +28,8 @@ import os
 import signal
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from redis.exceptions import RedisError
@@ -39,8 +41,9 @@ from taskiq_redis import RedisStreamBroker
 from tortoise.timezone import now as utc_now
 
 from domain import account_mail, maintenance
-from domain.analysis_job import AnalysisJob, JobLimits, stranded
+from domain.analysis_job import AnalysisJob, JobLimits, Outcome, stranded
 from domain.enums import AnalysisStatus
+from domain.preview_job import PreviewJob, without_preview
 from runtime.mailer import Mailer, MailError
 from runtime.settings import Settings, SettingsError
 from storage import db
@@ -52,6 +55,7 @@ log = logging.getLogger("printvault.jobs")
 
 TASK_NAME = "printvault.analyse_model"
 MAIL_TASK_NAME = "printvault.account_mail"
+PREVIEW_TASK_NAME = "printvault.preview_model"
 DEFAULT_QUEUE = "printvault:analysis"
 CONSUMER_GROUP = "printvault-workers"
 
@@ -102,9 +106,21 @@ class JobQueue:
         async def analyse_model(model_id: str) -> None:
             with self._tracked():
                 async with self._slots:
-                    await self.job.run(UUID(model_id))
+                    outcome = await self.job.run(UUID(model_id))
+            if outcome is Outcome.DONE and settings.previews:
+                await self.enqueue_preview(UUID(model_id))
 
         self._task = self._broker.register_task(analyse_model, task_name=TASK_NAME)
+        self.previews = PreviewJob(settings, store, keyring)
+
+        async def preview_model(model_id: str) -> None:
+            with self._tracked():
+                async with self._slots:
+                    await self.previews.run(UUID(model_id))
+
+        self._preview_task = self._broker.register_task(
+            preview_model, task_name=PREVIEW_TASK_NAME
+        )
 
         async def account_mail(sealed: str) -> None:
             with self._tracked():
@@ -185,6 +201,14 @@ class JobQueue:
                 log.info("mail %s try %d failed (%s); retrying", delivery.kind, attempt + 1, error)
                 await asyncio.sleep(delays[attempt])
 
+    async def enqueue_preview(self, model_id: UUID) -> None:
+        """Ask for the previews of an analysed model; best effort like analyses
+        (a lost message is found again by the sweep: DONE and no preview row)."""
+        if self.in_process:
+            self._spawn(self._kick(model_id, self._preview_task))
+            return
+        await self._kick(model_id, self._preview_task)
+
     async def consume(self, stop: asyncio.Event) -> None:
         """Run jobs from the broker and the recovery sweep until `stop` is set."""
         self._broker.is_worker_process = True
@@ -217,11 +241,18 @@ class JobQueue:
                 requeued.append(model_id)
         if requeued:
             log.info("recovery sweep re-queued %d model(s)", len(requeued))
+        if self.settings.previews:
+            await self._sweep_previews(now)
         return requeued
 
-    async def _kick(self, model_id: UUID) -> None:
+    async def _sweep_previews(self, now: datetime) -> None:
+        lease_s = self.settings.preview_timeout_seconds + self.options.pending_grace_s
+        for model_id in await without_preview(now, lease_s, self.options.sweep_batch):
+            await self.enqueue_preview(model_id)
+
+    async def _kick(self, model_id: UUID, task: Any = None) -> None:
         try:
-            await self._task.kiq(model_id=str(model_id))
+            await (task or self._task).kiq(model_id=str(model_id))
         except SendTaskError as error:
             cause = error.__cause__ or error
             log.warning("could not enqueue model %s (%s); the sweep will retry", model_id, cause)

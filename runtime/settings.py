@@ -198,6 +198,12 @@ class Settings:
     smtp_url: str = env("SMTP_URL", "", secret=True)  # may carry the SMTP password
     mail_from: str = env("MAIL_FROM", "printvault@localhost.localdomain")
     public_url: str = env("PUBLIC_URL", "")
+    # Previews (issue 12): the child's wall-clock limit (memory: ANALYSIS_MEMORY_BYTES)
+    # and how long a preview link stays valid.
+    preview_timeout_seconds: int = env("PREVIEW_TIMEOUT_SECONDS", 120, _int)
+    preview_link_seconds: int = env("PREVIEW_LINK_SECONDS", 300, _int)
+    # `off`: no preview jobs (Model.preview stays null); the test suite's default app.
+    previews: bool = env("PREVIEWS", True, _switch)
 
     @property
     def is_production(self) -> bool:

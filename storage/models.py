@@ -312,3 +312,23 @@ class AccountToken(OrmModel):
 
     class Meta:
         table = "account_token"
+
+
+class ModelPreview(OrmModel):
+    # The web previews of an analysed model (issue 12): one row once the preview
+    # job has run, with both objects (sealed under the model's own data key, so
+    # key rotation covers them) or the reason there are none. Deleted with the model.
+    model: fields.OneToOneRelation[Model3D] = fields.OneToOneField(
+        "models.Model3D", related_name="preview", on_delete=fields.CASCADE, primary_key=True
+    )
+    model_id: UUID
+    glb_key = fields.CharField(max_length=200, null=True, unique=True)
+    png_key = fields.CharField(max_length=200, null=True, unique=True)
+    glb_size = fields.BigIntField(default=0)
+    png_size = fields.BigIntField(default=0)
+    triangles = fields.BigIntField(default=0)
+    reason = fields.TextField(null=True)  # why there is no preview; None when there is one
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "model_preview"

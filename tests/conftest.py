@@ -89,6 +89,9 @@ def settings(data_dir: Path) -> Settings:
         secret_key=base64.b64decode(base64.b64encode(secrets.token_bytes(32))),
         # Periodic backups are tested on their own (tests/test_backup.py), not in every app.
         backup_period_seconds=0,
+        # Previews are made by their own tests (test_preview_*.py, which turn them on):
+        # every other upload would start a preview child for nothing.
+        previews=False,
     )
 
 
@@ -105,6 +108,7 @@ TABLES = [
     "order_event",
     "print_order",
     "comment",
+    "model_preview",
     "model_metadata",
     "model3d",
     "account_token",

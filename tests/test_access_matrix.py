@@ -24,6 +24,7 @@ from storage.models import (
     Company,
     CompanyKind,
     Model3D,
+    ModelPreview,
     Order,
     OrderEvent,
     OrderStatus,
@@ -74,6 +75,10 @@ async def world(api: Api) -> World:
         upload_ip="198.51.100.9",
     )
     await Comment.create(model_id=model.id, author_id=a_admin.user.id, body="hi", ip="198.51.100.9")
+    # Its previews (issue 12): who may read Model.preview gets links, not null.
+    await ModelPreview.create(
+        model_id=model.id, glb_key="previews/matrix/glb", png_key="previews/matrix/png"
+    )
     order = await Order.create(
         model_id=model.id,
         customer_id=a_admin.user.id,
@@ -136,6 +141,7 @@ def _selection(field: str) -> str:
         "author": "{ id }",
         "model": "{ id }",
         "metadata": "{ volume }",
+        "preview": "{ pngUrl }",
         "comments": "{ edges { cursor } }",
         "orders": "{ id }",
         "customer": "{ id }",
@@ -261,6 +267,45 @@ async def test_model_fields_follow_the_policy(api: Api, world: World, field: str
             continue
         expected = "OK" if policy.grants(policy.RULES[f"Model.{field}"], held) else "FORBIDDEN"
         assert _field_outcome(body, field) == expected, (caller_name, field, body)
+
+
+async def test_model_preview_links_for_its_company_and_staff_only(
+    api: Api, world: World
+) -> None:
+    subject = Subject("Model", world.model.id, company_id=world.model.company_id)
+    query = "query($id: ID!) { model(id: $id) { preview { glbUrl pngUrl expiresAt } } }"
+    granted = set()
+    for caller_name, caller in world.callers().items():
+        if caller is None:
+            continue
+        held = await policy.relations(_viewer(caller), subject, _providers_of(world))
+        body = await api.gql(query, {"id": str(world.model.id)}, token=caller.token)
+        model = (body.get("data") or {}).get("model")
+        if policy.grants(policy.RULES["Model.preview"], held):
+            granted.add(caller_name)
+            assert model["preview"]["pngUrl"].startswith("/previews/"), (caller_name, body)
+            assert model["preview"]["glbUrl"] != model["preview"]["pngUrl"]
+        else:  # out of reach (null model) or a provider: null preview, never a link
+            assert model is None or model["preview"] is None, (caller_name, body)
+            assert "/previews/" not in str(body), (caller_name, body)
+    assert "provider" not in granted and "staff" in granted, granted
+
+
+async def test_a_provider_cannot_fetch_a_preview_even_with_a_link(api: Api, world: World) -> None:
+    """The right is checked again at fetch: a link naming the provider (which the
+    field never gives it) is refused, 404, and audited as not allowed."""
+    from domain import preview_links
+    from storage.models import AuditEvent
+    from web.access import access_for
+
+    access = access_for(viewer_for(world.provider.user), None)
+    links = await preview_links.preview_links(api.settings, access, world.model)
+    assert links is not None
+    answer = await api.client.get(links.png_url)
+    assert answer.status_code == 404
+    refused = await AuditEvent.filter(kind="preview.link_refused").order_by("-id").first()
+    assert refused is not None and refused.detail["reason"] == "not_allowed"
+    assert refused.actor_id == world.provider.user.id
 
 
 @pytest.mark.parametrize("field", _fields_of("Comment"))
@@ -497,6 +542,8 @@ CONTRACT = {
     "Mutation.deleteModel": {OWN, Rel.STAFF},
     "Mutation.addComment": {OWN, Rel.STAFF},
     "Model.uploadIp": {Rel.STAFF},
+    # "see a model: ..., preview": customer (same company) and staff; a provider does not.
+    "Model.preview": {OWN, Rel.STAFF},
     "Comment.ip": {Rel.STAFF},
     "Query.users": {Rel.STAFF},
     "Query.companies": {Rel.STAFF},

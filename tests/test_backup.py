@@ -45,6 +45,7 @@ from storage.models import (
     MaintenanceRun,
     Model3D,
     ModelMetadata,
+    ModelPreview,
     Order,
     OrderEvent,
     OrderStatus,
@@ -185,6 +186,18 @@ async def fill() -> None:
         is_watertight=True,
         printable=False,
         issues=[{"code": "THIN_WALL", "severity": "warning", "message": "< 0.8 mm"}],
+    )
+    # Main's account_token table (issue 10) was not in the fill yet.
+    await AccountToken.create(
+        purpose="reset", token_hash="e" * 64, user=user, expires_at=now + timedelta(hours=1)
+    )
+    await ModelPreview.create(
+        model=model,
+        glb_key=f"previews/{model.id.hex}/glb-1",
+        png_key=f"previews/{model.id.hex}/png-1",
+        glb_size=4096,
+        png_size=512,
+        triangles=12,
     )
     await Comment.create(model=model, author=user, body="Bitte in PETG.\nZweite Zeile 'x'")
     order = await Order.create(

@@ -14,6 +14,7 @@ REQUIRE_BROWSER=1, which turns the skip into a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -265,3 +266,99 @@ def _run_query_as_staff(page: Page, server: ServerProcess, email: str, token: st
     stored = page.evaluate(STORAGE_DUMP)
     assert token not in stored and "authorization" not in stored.lower(), stored
     assert page.evaluate("window.__cspViolations") == []
+
+
+# --- Issue 12: a customer's page shows the thumbnail and fetches the GLB ----------------
+
+SIGN_UP = """mutation($e: String!, $p: String!) { signUp(input: {email: $e, password: $p,
+  firstName: "Ada", lastName: "Lovelace", companyName: "Engines Ltd",
+  address: {line1: "Hauptstr. 1", postalCode: "10115", city: "Berlin", country: "DE"}})
+  { token } }"""
+PREVIEW = "query($id: ID!) { model(id: $id) { analysisStatus preview { glbUrl pngUrl } } }"
+# What a glTF viewer does first with the link: fetch it, check the binary glTF header
+# (magic, version 2, a JSON chunk naming glTF 2.0) and read the mesh's accessors.
+READ_GLB = """async (url) => {
+  const answer = await fetch(url);
+  const data = new DataView(await answer.arrayBuffer());
+  const magic = String.fromCharCode(...new Uint8Array(data.buffer, 0, 4));
+  const jsonLength = data.getUint32(12, true);
+  const json = JSON.parse(new TextDecoder().decode(new Uint8Array(data.buffer, 20, jsonLength)));
+  return {type: answer.headers.get("content-type"), magic, version: data.getUint32(4, true),
+          asset: json.asset.version, meshes: json.meshes.length,
+          attributes: Object.keys(json.meshes[0].primitives[0].attributes).sort()};
+}"""
+
+
+def _customer_preview(server: ServerProcess) -> dict:
+    """A customer signs up, uploads a box and waits for its preview (over HTTP)."""
+    from tests.helpers import box_stl
+
+    client = httpx.Client(base_url=server.url, timeout=60)
+    email = f"preview-{uuid.uuid4().hex[:8]}@example.com"
+    body = client.post("/graphql", json={"query": SIGN_UP, "variables": {"e": email, "p": PASSWORD}})
+    token = body.json()["data"]["signUp"]["token"]
+    operations = {"query": "mutation($f: Upload!) { uploadModel(file: $f) { id } }",
+                  "variables": {"f": None}}  # fmt: skip
+    files = {
+        "operations": (None, json.dumps(operations), "application/json"),
+        "map": (None, json.dumps({"0": ["variables.f"]}), "application/json"),
+        "0": ("box.stl", box_stl(10, 20, 30), "application/octet-stream"),
+    }
+    headers = {"Authorization": f"Bearer {token}", "Apollo-Require-Preflight": "true"}
+    model_id = client.post("/graphql", files=files, headers=headers).json()["data"]["uploadModel"]["id"]
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        answer = client.post("/graphql", json={"query": PREVIEW, "variables": {"id": model_id}},
+                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        model = answer.json()["data"]["model"]
+        if model["preview"]:
+            return model["preview"]
+        assert model["analysisStatus"] != "FAILED", model
+        time.sleep(0.2)
+    raise AssertionError(f"no preview:\n{server.log()[-3000:]}")
+
+
+def test_customer_page_shows_the_thumbnail_and_reads_the_glb(
+    chromium: str, tmp_path: Path
+) -> None:
+    server = ServerProcess(tmp_path / "data")
+    server.start()
+    try:
+        preview = _customer_preview(server)
+        with sync_playwright() as playwright:
+            context = playwright.chromium.launch_persistent_context(
+                str(tmp_path / "chromium-profile"),
+                executable_path=chromium,
+                headless=True,
+                args=CHROMIUM_ARGS,
+                service_workers="block",
+            )
+            try:
+                # The customer's page (the web client's, here a stand-in document on the
+                # server's origin) holds the thumbnail link as an ordinary <img>.
+                page_url = server.url + "/customer-model-page"
+                html = f'<!doctype html><img id="thumb" src="{preview["pngUrl"]}">'
+                context.route(page_url, lambda route: route.fulfill(
+                    status=200, content_type="text/html", body=html))  # fmt: skip
+                page = context.new_page()
+                try:
+                    page.goto(page_url)
+                    page.wait_for_function(
+                        "document.getElementById('thumb').complete", timeout=30_000
+                    )
+                    size = page.evaluate(
+                        "[document.getElementById('thumb').naturalWidth,"
+                        " document.getElementById('thumb').naturalHeight]"
+                    )
+                    assert size == [512, 512], size
+                    glb = page.evaluate(READ_GLB, preview["glbUrl"])
+                    assert glb["type"] == "model/gltf-binary" and glb["magic"] == "glTF", glb
+                    assert glb["version"] == 2 and glb["asset"] == "2.0", glb
+                    assert glb["meshes"] == 1 and {"NORMAL", "POSITION"} <= set(glb["attributes"])
+                except BaseException:
+                    _keep_artifacts(page, "preview-browser", server)
+                    raise
+            finally:
+                context.close()
+    finally:
+        server.stop()

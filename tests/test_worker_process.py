@@ -8,6 +8,7 @@ Skipped when Redis is unreachable, unless REQUIRE_REDIS=1.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -28,7 +29,7 @@ from tortoise.timezone import now as utc_now
 from runtime.jobs import CONSUMER_GROUP, JobOptions, JobQueue
 from runtime.settings import Settings
 from storage.crypto import KeyRing
-from storage.models import AnalysisStatus, Model3D, ModelMetadata
+from storage.models import AnalysisStatus, Model3D, ModelMetadata, ModelPreview
 from storage.objects import LocalObjectStore
 from tests.test_jobs import cube_stl, store_model, wait_for_status
 
@@ -213,6 +214,14 @@ async def test_worker_process_runs_enqueued_and_lost_jobs(
     assert (done.analysis_status, done.analysis_attempts) == (AnalysisStatus.DONE, 1)
     assert (await ModelMetadata.get(model_id=model.id)).volume == pytest.approx(8000.0)
     assert recovered.analysis_attempts == 2
+    # Issue 12: the worker then makes the previews, through the same Redis stream.
+    for _ in range(600):
+        if await ModelPreview.exists(model_id=model.id):
+            break
+        await asyncio.sleep(0.1)
+    preview = await ModelPreview.get_or_none(model_id=model.id)
+    assert preview is not None and preview.reason is None, workers.output()
+    assert await store.exists(preview.png_key) and await store.exists(preview.glb_key)
 
     # SIGTERM is a graceful stop.
     worker.send_signal(signal.SIGTERM)

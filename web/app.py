@@ -26,6 +26,7 @@ from web.endpoints import graphiql
 from web.endpoints.downloads import download
 from web.endpoints.graphql import GraphQLEndpoint
 from web.endpoints.healthz import healthz
+from web.endpoints.previews import preview
 from web.middleware.body_limit import BodyLimit
 from web.middleware.client_ip import ClientIp
 from web.middleware.csrf import RequirePreflightHeader
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ),
             *graphiql.routes(settings),
             Route("/files/{token}", download, methods=["GET"]),
+            Route("/previews/{token}", preview, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         middleware=[

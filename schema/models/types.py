@@ -10,6 +10,7 @@ import strawberry
 from strawberry.types import Info
 
 from domain import comments as comment_rules
+from domain import preview_links
 from domain.enums import AnalysisStatus
 from domain.model_files import subject_of
 from domain.orders import subject_of as order_subject
@@ -160,8 +161,28 @@ class ModelType:
 
     upload_ip: str | None = from_row("upload_ip")
 
+    @guarded(
+        description="Signed, short-lived links to a web preview (GLB) and a 512x512 PNG "
+        "thumbnail; null until made, or when the model has none."
+    )
+    async def preview(self, info: Info) -> PreviewType | None:
+        ctx = info.context
+        links = await preview_links.preview_links(ctx.settings, ctx.access, self.row)
+        if links is None:
+            return None
+        return PreviewType(
+            glb_url=links.glb_url, png_url=links.png_url, expires_at=links.expires_at
+        )
+
 
 @strawberry.type(name="DownloadLink")
 class DownloadLinkType:
     url: str = guarded()
+    expires_at: datetime = guarded()
+
+
+@strawberry.type(name="Preview")
+class PreviewType:
+    glb_url: str = guarded()
+    png_url: str = guarded()
     expires_at: datetime = guarded()
