@@ -148,9 +148,6 @@ async def fill() -> None:
         ip="203.0.113.7",
     )
     await ApiToken.create(name="partner", token_hash="c" * 64, user=user)
-    await AccountToken.create(
-        purpose="reset", token_hash="e" * 64, user=user, expires_at=now + timedelta(minutes=30)
-    )
     await Invitation.create(
         token_hash="d" * 64,
         email="new@example.com",
