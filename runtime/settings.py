@@ -53,6 +53,13 @@ def _float(name: str, value: str) -> float:
         raise SettingsError(f"{name} must be a number") from exc
 
 
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise SettingsError(f"{name} must be true or false")
+    return lowered in ("1", "true", "yes", "on")
+
+
 def _csv(name: str, value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -174,6 +181,9 @@ class Settings:
     tls_certfile: str | None = env("TLS_CERTFILE", None)
     tls_keyfile: str | None = env("TLS_KEYFILE", None)
     materials: tuple[str, ...] = env("MATERIALS", DEFAULT_MATERIALS, _csv)
+    # Analyse an upload's plaintext in the child while it streams in (the job
+    # then only records the result); off: the job fetches and decrypts the file.
+    analyse_while_uploading: bool = env("ANALYSE_WHILE_UPLOADING", True, _bool)
 
     @property
     def is_production(self) -> bool:

@@ -20,9 +20,11 @@ job, not from the event loop.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
+import queue
 import selectors
 import signal
 import socket
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -312,24 +315,9 @@ def _exchange(child: _Child, header: bytes, data: bytes, deadline: float) -> byt
     block us) while collecting its output until it closes stdout."""
     feeder = threading.Thread(target=_feed, args=(child.stdin, header, data), daemon=True)
     feeder.start()
-    received: list[bytes] = []
-    size = 0
-    with selectors.DefaultSelector() as selector:
-        selector.register(child.stdout, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            if not selector.select(remaining):
-                continue
-            chunk = os.read(child.stdout, 1 << 16)
-            if not chunk:
-                break
-            if size < MAX_RESULT_BYTES:  # a result is small; ignore anything beyond
-                received.append(chunk)
-                size += len(chunk)
+    output = _collect_output(child.stdout, deadline)
     feeder.join(max(0.0, deadline - time.monotonic()))
-    return b"".join(received)
+    return output
 
 
 def _feed(fd: int, header: bytes, data: bytes) -> None:
@@ -368,3 +356,202 @@ def _result(message: dict, returncode: int, memory_bytes: int) -> MeshReport:
     raise AnalysisFailed(
         f"The analysis stopped unexpectedly (possibly the memory limit of {limit})."
     )
+
+
+# --- analysing an upload while it streams in -------------------------------------------
+
+# Uploads analysed while they arrive, at once: each holds a forked child and,
+# by the end, the plaintext in that child's memory. Others wait for the job.
+MAX_STREAMS = max(2, 2 * (os.cpu_count() or 1))
+# Plaintext queued for the child but not yet written: if the child falls this
+# far behind, the upload stops feeding it and the job analyses the stored file.
+MAX_BACKLOG_BYTES = 64 << 20
+_PIPE_BYTES = 1 << 20  # fewer wake-ups per megabyte than the default 64 KiB
+_streams = threading.BoundedSemaphore(MAX_STREAMS)
+
+
+class StreamAbandoned(Exception):
+    """The streamed analysis gave no result (aborted, fell behind, child lost):
+    not a verdict on the file; the job analyses the stored file instead."""
+
+
+class StreamedAnalysis:
+    """One analysis child fed the plaintext of an upload chunk by chunk.
+
+    The child is the same as `run_isolated`'s, with the same limits, set
+    before it reads a byte; it only learns the size when the stream ends
+    (`finish`). `feed` never blocks the caller (the event loop): a thread
+    writes to the child's pipe. The outcome is `future`: a MeshReport (its
+    file name is the job's to fill in), AnalysisFailed for the file's own
+    failures, or StreamAbandoned when this path gave no answer.
+    """
+
+    def __init__(
+        self, fmt: str, options: AnalysisOptions, timeout_s: float, memory_bytes: int,
+        size_hint: int, child: _Child,
+    ) -> None:
+        self.future: Future[MeshReport] = Future()
+        self._timeout_s, self._memory_bytes = timeout_s, memory_bytes
+        self._child = child
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._backlog = 0
+        self._lock = threading.Lock()
+        self._closed = False  # finished or aborted: no more feeding
+        self._finished = False  # the child has its whole input and is analysing
+        self._size = 0
+        header = {
+            "file_name": "upload",
+            "format": fmt,
+            "size": None,  # streamed: the child reads until the end of its input
+            "size_hint": max(0, int(size_hint)),
+            "options": options.to_dict(),
+            "memory_bytes": int(memory_bytes),
+            "cpu_seconds": int(2 * timeout_s) + 5,
+        }
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(child.stdin, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        self._queue.put(json.dumps(header).encode() + b"\n")
+        self._feeder = threading.Thread(target=self._feed_child, daemon=True)
+        self._feeder.start()
+
+    @classmethod
+    def start(
+        cls, fmt: str, options: AnalysisOptions, timeout_s: float, memory_bytes: int,
+        size_hint: int = 0,
+    ) -> StreamedAnalysis | None:
+        """A streamed analysis, or None when too many run already or no child
+        could be forked (blocking for a moment: call it from a thread)."""
+        if not PREFORK or not _streams.acquire(blocking=False):
+            return None
+        try:
+            child = _prefork.fork()
+        except OSError as error:
+            _streams.release()
+            log.info("no child for a streamed analysis (%s); the job will analyse", error)
+            return None
+        return cls(fmt, options, timeout_s, memory_bytes, size_hint, child)
+
+    def feed(self, chunk: bytes) -> None:
+        """Queue a chunk for the child; never blocks."""
+        if self._closed or not chunk:
+            return
+        with self._lock:
+            self._backlog += len(chunk)
+            behind = self._backlog > MAX_BACKLOG_BYTES
+        if behind:
+            self.abort("the analysis child fell behind the upload")
+            return
+        self._size += len(chunk)
+        self._queue.put(chunk)
+
+    def finish(self, size: int) -> None:
+        """The upload is complete (and `size` long): let the child analyse it."""
+        if self._closed:
+            return
+        self._closed = True
+        if size != self._size:
+            self._abandon(f"fed {self._size} bytes of {size}")
+            return
+        self._finished = True
+        self._queue.put(None)
+        threading.Thread(target=self._collect, daemon=True).start()
+
+    def abort(self, why: str = "the upload failed") -> None:
+        """Kill the child: the upload failed, or this path gave up."""
+        if self.future.done():
+            return
+        if self._finished:  # `_collect` owns the child now: kill it, it cleans up
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._child.pid, signal.SIGKILL)
+            return
+        self._closed = True
+        self._abandon(why)
+
+    def _abandon(self, why: str) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._child.pid, signal.SIGKILL)
+        self._queue.put(None)  # the feeder stops and closes the pipe
+        self._settle(exception=StreamAbandoned(why))
+        threading.Thread(target=self._reap, daemon=True).start()
+
+    def _reap(self) -> None:
+        self._feeder.join(10)
+        with contextlib.suppress(TimeoutError, OSError):
+            self._child.wait(time.monotonic() + 10)
+        self._child.close()
+
+    def _feed_child(self) -> None:
+        """The feeder thread: owns (and closes) the child's input pipe."""
+        broken = False
+        try:
+            while (chunk := self._queue.get()) is not None:
+                if not broken:
+                    try:
+                        _write_all(self._child.stdin, chunk)
+                    except OSError:
+                        broken = True  # the child died: its exit status says why
+                with self._lock:
+                    self._backlog -= len(chunk)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self._child.stdin)
+
+    def _collect(self) -> None:
+        """After `finish`: wait for the child's answer, within the timeout."""
+        deadline = time.monotonic() + self._timeout_s
+        child = self._child
+        try:
+            output = _collect_output(child.stdout, deadline)
+            returncode = child.wait(deadline)
+            self._feeder.join(max(0.0, deadline - time.monotonic()))
+            report = _result(_decode(output), returncode, self._memory_bytes)
+        except TimeoutError:
+            child.kill()
+            self._settle(
+                exception=AnalysisFailed(f"The analysis exceeded {self._timeout_s:g} seconds.")
+            )
+        except AnalysisFailed as failed:
+            self._settle(exception=failed)
+        except BaseException as error:  # handed to the job, never raised in this thread
+            child.kill()
+            self._settle(exception=StreamAbandoned(f"{type(error).__name__}: {error}"))
+        else:
+            self._settle(result=report)
+        finally:
+            child.close()
+
+    def _settle(self, result: MeshReport | None = None, exception: BaseException | None = None):
+        with self._lock:
+            if self.future.done():
+                return
+            if exception is not None:
+                self.future.set_exception(exception)
+            else:
+                self.future.set_result(result)
+        _streams.release()
+
+
+def _write_all(fd: int, chunk: bytes) -> None:
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _collect_output(fd: int, deadline: float) -> bytes:
+    """The child's result pipe until it closes; TimeoutError after `deadline`."""
+    received: list[bytes] = []
+    size = 0
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if not selector.select(remaining):
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(received)
+            if size < MAX_RESULT_BYTES:
+                received.append(chunk)
+                size += len(chunk)
