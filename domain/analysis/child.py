@@ -170,7 +170,8 @@ def _analyse(reader: _Reader, header: dict) -> dict:
     try:
         data = reader.data()
         options = AnalysisOptions.from_dict(header["options"])
-        report = analyse(data, header["file_name"], header["format"], options)
+        # The buffer is this child's alone: let the analysis free it once read.
+        report = analyse(data, header["file_name"], header["format"], options, consume=True)
         return {"report": report.to_dict()}
     except AnalysisFailed as exc:
         return {"failed": exc.reason}
