@@ -9,7 +9,6 @@ store then keeps nothing.
 
 from __future__ import annotations
 
-import asyncio
 import posixpath
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -79,23 +78,23 @@ class _Inspector:
                 self._unfed.append(chunk)
                 if len(self.head) >= formats.SNIFF_BYTES:
                     self.format = formats.sniff_format(self.head, self.file_name)
-                    await self._begin_analysis()
+                    self._begin_analysis()
             elif self.early is not None:
                 self.early.feed(chunk)
             yield chunk
         if self.format is None:
             self.format = formats.sniff_format(self.head, self.file_name)
-            await self._begin_analysis()
+            self._begin_analysis()
         formats.check_complete(self.format, self.head, self.size)
         if self.early is not None:
             self.early.finish(self.size)
 
-    async def _begin_analysis(self) -> None:
+    def _begin_analysis(self) -> None:
         unfed, self._unfed = self._unfed, []
         if self._start_analysis is None or self.format is None:
             return
-        # Forking the child is a short blocking exchange with the pre-forking process.
-        self.early = await asyncio.to_thread(self._start_analysis, self.format)
+        # Does not block: the child is forked and fed by the analysis' own thread.
+        self.early = self._start_analysis(self.format)
         if self.early is not None:
             for chunk in unfed:
                 self.early.feed(chunk)

@@ -89,7 +89,8 @@ def test_aborted_stream_is_abandoned_and_its_child_killed():
     early.abort()
     with pytest.raises(StreamAbandoned):
         early.future.result(timeout=10)
-    assert _gone(early._child.pid)
+    early.join(30)
+    assert early._child is not None and _gone(early._child.pid)
 
 
 def test_stream_missing_bytes_is_abandoned():
@@ -253,7 +254,8 @@ async def test_refused_upload_leaves_no_child(api: Api, customer: Caller, monkey
     assert len(started) == 1 and started[0] is not None
     with pytest.raises(StreamAbandoned):
         started[0].future.result(timeout=10)
-    assert _gone(started[0]._child.pid)
+    started[0].join(30)
+    assert started[0]._child is not None and _gone(started[0]._child.pid)
     assert _all_streams_released()
 
 
@@ -272,3 +274,30 @@ async def test_switched_off_the_job_analyses_the_stored_file(
         model = await _analysed(api, token, make(), "box.stl")
     assert model["analysisStatus"] == "DONE", model["analysisError"]
     assert model["metadata"]["volume"] == pytest.approx(6000, rel=1e-6)
+
+
+def test_streamed_analysis_is_bounded_by_the_timeout():
+    make, fmt = FILES["step"]
+    data = make()
+    early = StreamedAnalysis.start(fmt, OPTIONS, 0.01, MEMORY)
+    assert early is not None
+    early.feed(data)
+    early.finish(len(data))
+    with pytest.raises(AnalysisFailed) as failed:
+        early.future.result(timeout=30)
+    assert "exceeded" in failed.value.reason
+    early.join(30)
+    assert early._child is not None and _gone(early._child.pid)
+
+
+def test_streamed_timeout_runs_from_the_end_of_the_upload():
+    # A slow upload is not the analysis' time: 3.3 s of upload, 3 s of timeout.
+    make, fmt = FILES["stl-binary"]
+    data = make()
+    early = StreamedAnalysis.start(fmt, OPTIONS, 3.0, MEMORY)
+    assert early is not None
+    early.feed(data[:100])
+    time.sleep(3.3)
+    early.feed(data[100:])
+    early.finish(len(data))
+    assert early.future.result(timeout=30).volume == pytest.approx(6000, rel=1e-6)

@@ -380,25 +380,38 @@ class StreamedAnalysis:
 
     The child is the same as `run_isolated`'s, with the same limits, set
     before it reads a byte; it only learns the size when the stream ends
-    (`finish`). `feed` never blocks the caller (the event loop): a thread
-    writes to the child's pipe. The outcome is `future`: a MeshReport (its
-    file name is the job's to fill in), AnalysisFailed for the file's own
-    failures, or StreamAbandoned when this path gave no answer.
+    (`finish`). Nothing here blocks the caller (the event loop): one worker
+    thread forks the child, writes the queued chunks into its pipe and reads
+    its answer. The outcome is `future`: a MeshReport (its file name is the
+    job's to fill in), AnalysisFailed for the file's own failures, or
+    StreamAbandoned when this path gave no answer.
     """
 
-    def __init__(
-        self, fmt: str, options: AnalysisOptions, timeout_s: float, memory_bytes: int,
-        size_hint: int, child: _Child,
-    ) -> None:
+    def __init__(self, header: bytes, timeout_s: float, memory_bytes: int) -> None:
         self.future: Future[MeshReport] = Future()
         self._timeout_s, self._memory_bytes = timeout_s, memory_bytes
-        self._child = child
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._backlog = 0
+        self._queue.put(header)
         self._lock = threading.Lock()
-        self._closed = False  # finished or aborted: no more feeding
-        self._finished = False  # the child has its whole input and is analysing
+        self._backlog = 0
         self._size = 0
+        self._closed = False  # finished or aborted: no more feeding
+        self._finished_at: float | None = None
+        self._killed = False  # kill the child as soon as it exists
+        self._timed_out = False
+        self._child: _Child | None = None
+        self._timer: threading.Timer | None = None
+        self._worker = threading.Thread(target=self._run, daemon=True)
+        self._worker.start()
+
+    @classmethod
+    def start(
+        cls, fmt: str, options: AnalysisOptions, timeout_s: float, memory_bytes: int,
+        size_hint: int = 0,
+    ) -> StreamedAnalysis | None:
+        """A streamed analysis, or None when too many run already."""
+        if not PREFORK or not _streams.acquire(blocking=False):
+            return None
         header = {
             "file_name": "upload",
             "format": fmt,
@@ -408,32 +421,11 @@ class StreamedAnalysis:
             "memory_bytes": int(memory_bytes),
             "cpu_seconds": int(2 * timeout_s) + 5,
         }
-        with contextlib.suppress(OSError, AttributeError):
-            fcntl.fcntl(child.stdin, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-        self._queue.put(json.dumps(header).encode() + b"\n")
-        self._feeder = threading.Thread(target=self._feed_child, daemon=True)
-        self._feeder.start()
-
-    @classmethod
-    def start(
-        cls, fmt: str, options: AnalysisOptions, timeout_s: float, memory_bytes: int,
-        size_hint: int = 0,
-    ) -> StreamedAnalysis | None:
-        """A streamed analysis, or None when too many run already or no child
-        could be forked (blocking for a moment: call it from a thread)."""
-        if not PREFORK or not _streams.acquire(blocking=False):
-            return None
-        try:
-            child = _prefork.fork()
-        except OSError as error:
-            _streams.release()
-            log.info("no child for a streamed analysis (%s); the job will analyse", error)
-            return None
-        return cls(fmt, options, timeout_s, memory_bytes, size_hint, child)
+        return cls(json.dumps(header).encode() + b"\n", timeout_s, memory_bytes)
 
     def feed(self, chunk: bytes) -> None:
         """Queue a chunk for the child; never blocks."""
-        if self._closed or not chunk:
+        if self._closed or self.future.done() or not chunk:
             return
         with self._lock:
             self._backlog += len(chunk)
@@ -448,77 +440,108 @@ class StreamedAnalysis:
         """The upload is complete (and `size` long): let the child analyse it."""
         if self._closed:
             return
-        self._closed = True
         if size != self._size:
-            self._abandon(f"fed {self._size} bytes of {size}")
+            self.abort(f"fed {self._size} bytes of {size}")
             return
-        self._finished = True
+        self._closed = True
+        self._finished_at = time.monotonic()
+        # The wall-clock limit runs from here, even if the pipe is still full.
+        self._timer = threading.Timer(self._timeout_s, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
         self._queue.put(None)
-        threading.Thread(target=self._collect, daemon=True).start()
 
     def abort(self, why: str = "the upload failed") -> None:
-        """Kill the child: the upload failed, or this path gave up."""
-        if self.future.done():
-            return
-        if self._finished:  # `_collect` owns the child now: kill it, it cleans up
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._child.pid, signal.SIGKILL)
-            return
-        self._closed = True
-        self._abandon(why)
-
-    def _abandon(self, why: str) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._child.pid, signal.SIGKILL)
-        self._queue.put(None)  # the feeder stops and closes the pipe
+        """Kill the child: the upload failed or was not claimed, or this path gave up."""
         self._settle(exception=StreamAbandoned(why))
-        threading.Thread(target=self._reap, daemon=True).start()
+        self._closed = True
+        self._kill()
+        self._queue.put(None)  # the worker stops feeding (a second None is never read)
 
-    def _reap(self) -> None:
-        self._feeder.join(10)
-        with contextlib.suppress(TimeoutError, OSError):
-            self._child.wait(time.monotonic() + 10)
-        self._child.close()
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the child is gone and its pipes are closed (tests)."""
+        self._worker.join(timeout)
 
-    def _feed_child(self) -> None:
-        """The feeder thread: owns (and closes) the child's input pipe."""
+    def _kill(self) -> None:
+        with self._lock:
+            self._killed = True
+            child = self._child
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+
+    def _expire(self) -> None:
+        if not self.future.done():
+            self._timed_out = True
+            self._kill()
+
+    def _run(self) -> None:
+        """The worker thread: fork the child, feed it, collect its answer."""
+        try:
+            child = _prefork.fork()
+        except OSError as error:
+            self._settle(exception=StreamAbandoned(f"no analysis child: {error}"))
+            return
+        with self._lock:
+            self._child = child
+            killed = self._killed
+        if killed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+        try:
+            self._feed_child(child)
+            if self._finished_at is not None and not self._killed:
+                self._collect(child, self._finished_at + self._timeout_s)
+            else:  # aborted (already settled) or out of time before it was fed
+                child.kill()
+                self._settle(exception=self._kill_reason())
+        except BaseException as error:  # handed to the job, never raised in this thread
+            child.kill()
+            self._settle(exception=StreamAbandoned(f"{type(error).__name__}: {error}"))
+        finally:
+            child.close()
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _feed_child(self, child: _Child) -> None:
+        """Write the queued chunks until the end mark; owns (and closes) the input pipe."""
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(child.stdin, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
         broken = False
         try:
             while (chunk := self._queue.get()) is not None:
                 if not broken:
                     try:
-                        _write_all(self._child.stdin, chunk)
+                        _write_all(child.stdin, chunk)
                     except OSError:
                         broken = True  # the child died: its exit status says why
                 with self._lock:
                     self._backlog -= len(chunk)
         finally:
             with contextlib.suppress(OSError):
-                os.close(self._child.stdin)
+                os.close(child.stdin)
 
-    def _collect(self) -> None:
-        """After `finish`: wait for the child's answer, within the timeout."""
-        deadline = time.monotonic() + self._timeout_s
-        child = self._child
+    def _collect(self, child: _Child, deadline: float) -> None:
+        """After `finish`: the child's answer, within the timeout."""
         try:
             output = _collect_output(child.stdout, deadline)
             returncode = child.wait(deadline)
-            self._feeder.join(max(0.0, deadline - time.monotonic()))
+            if self._timed_out:
+                raise TimeoutError
             report = _result(_decode(output), returncode, self._memory_bytes)
         except TimeoutError:
             child.kill()
-            self._settle(
-                exception=AnalysisFailed(f"The analysis exceeded {self._timeout_s:g} seconds.")
-            )
+            self._timed_out = True
+            self._settle(exception=self._kill_reason())
         except AnalysisFailed as failed:
             self._settle(exception=failed)
-        except BaseException as error:  # handed to the job, never raised in this thread
-            child.kill()
-            self._settle(exception=StreamAbandoned(f"{type(error).__name__}: {error}"))
         else:
             self._settle(result=report)
-        finally:
-            child.close()
+
+    def _kill_reason(self) -> BaseException:
+        if self._timed_out:
+            return AnalysisFailed(f"The analysis exceeded {self._timeout_s:g} seconds.")
+        return StreamAbandoned("aborted")
 
     def _settle(self, result: MeshReport | None = None, exception: BaseException | None = None):
         with self._lock:
