@@ -301,3 +301,21 @@ def test_streamed_timeout_runs_from_the_end_of_the_upload():
     early.feed(data[100:])
     early.finish(len(data))
     assert early.future.result(timeout=30).volume == pytest.approx(6000, rel=1e-6)
+
+
+def test_a_dead_child_does_not_kill_the_server_whatever_sigpipe_says():
+    # gmsh, once initialised in a process, resets SIGPIPE to "terminate".
+    import signal
+
+    previous = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        early = StreamedAnalysis.start("stl", OPTIONS, TIMEOUT, 48 << 20)
+        assert early is not None
+        for _ in range(64):  # the child dies of its memory limit; writes go on
+            early.feed(b"\0" * (1 << 20))
+        early.finish(64 << 20)
+        with pytest.raises(AnalysisFailed):
+            early.future.result(timeout=60)
+        early.join(30)
+    finally:
+        signal.signal(signal.SIGPIPE, previous)

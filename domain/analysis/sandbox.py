@@ -320,8 +320,16 @@ def _exchange(child: _Child, header: bytes, data: bytes, deadline: float) -> byt
     return output
 
 
+def _quiet_pipe() -> None:
+    """Writes of this thread to a dead child's pipe raise EPIPE, whatever SIGPIPE's
+    disposition: a library (gmsh) may have reset it to "terminate" in this process.
+    Blocked here, the signal stays pending on this thread and dies with it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
+
+
 def _feed(fd: int, header: bytes, data: bytes) -> None:
     """Write the job to the child; the feeder owns (and closes) `fd`."""
+    _quiet_pipe()
     try:
         with open(fd, "wb") as stdin:
             stdin.write(header)
@@ -477,6 +485,7 @@ class StreamedAnalysis:
 
     def _run(self) -> None:
         """The worker thread: fork the child, feed it, collect its answer."""
+        _quiet_pipe()
         try:
             child = _prefork.fork()
         except OSError as error:
