@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--only", default="",
                         help="comma-separated parts of file names to keep (default: all)")
     parser.add_argument("--no-stream", action="store_true",
-                        help="server with ANALYSE_WHILE_UPLOADING=false (the job fetches)")
+                        help="server with ANALYSE_WHILE_UPLOADING=off (the job fetches)")
     args = parser.parse_args()
     admesh = shutil.which("admesh")
     print_machine()
@@ -86,7 +86,7 @@ def main() -> None:
         work = Path(folder)
         wanted = [part for part in args.only.split(",") if part] or [""]
         files = [p for p in _files(work, args.quick) if any(w in p.name for w in wanted)]
-        print(f"server    ANALYSE_WHILE_UPLOADING={'false' if args.no_stream else 'true'}")
+        print(f"server    ANALYSE_WHILE_UPLOADING={'off' if args.no_stream else 'on'}")
         with contextlib.ExitStack() as stack:
             base_url, token, pid = _server(stack, work, streamed=not args.no_stream)
             prestart()
@@ -136,7 +136,7 @@ def _server(stack: contextlib.ExitStack, work: Path, streamed: bool) -> tuple[st
         PORT=str(port),
         APP_ENV="development",
         MAX_UPLOAD_BYTES=str(300 * MIB),
-        ANALYSE_WHILE_UPLOADING="true" if streamed else "false",
+        ANALYSE_WHILE_UPLOADING="on" if streamed else "off",
         RATE_LIMITS="upload_user=100000/hour,upload_ip=100000/hour,signup_ip=100000/hour",
     )
     log = work / "server.log"

@@ -1,6 +1,6 @@
 """The ASGI app (Starlette): routes, middleware, lifespan.
 
-Routes: /graphql (queries, mutations, uploads, GraphiQL), /files/<token>
+Routes: /graphql (queries, mutations, uploads), /graphiql (staff's IDE), /files/<token>
 (downloads), /healthz. Middleware, outermost first: security headers, the
 caller's IP, the CSRF guard for non-JSON posts, CORS. The lifespan opens the
 database (migrating it), the object store and the job engine, and closes them.
@@ -22,12 +22,17 @@ from starlette.routing import Route
 from runtime.services import close_services, open_services
 from runtime.settings import Settings, load_settings
 from storage import db
+from web.endpoints import graphiql
 from web.endpoints.downloads import download
 from web.endpoints.graphql import GraphQLEndpoint
 from web.endpoints.healthz import healthz
+from web.middleware.body_limit import BodyLimit
 from web.middleware.client_ip import ClientIp
 from web.middleware.csrf import RequirePreflightHeader
+from web.middleware.early_close import EarlyClose
+from web.middleware.no_store import NoStore
 from web.middleware.security_headers import SecurityHeaders
+from web.middleware.stray_cancellation import StrayCancellation
 from web.responses import error_json
 
 
@@ -48,14 +53,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/graphql", GraphQLEndpoint(settings), methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                graphiql.redirect_browsers(GraphQLEndpoint(settings), settings),
+                methods=["GET", "POST"],
+            ),
+            *graphiql.routes(settings),
             Route("/files/{token}", download, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
         middleware=[
+            Middleware(EarlyClose),
+            Middleware(NoStore),
             Middleware(SecurityHeaders),
             Middleware(ClientIp, trusted_proxies=settings.trusted_proxies),
             Middleware(RequirePreflightHeader),
+            Middleware(StrayCancellation),
+            Middleware(BodyLimit, settings=settings),
             # Only configured origins may call from a browser; none by default.
             Middleware(
                 CORSMiddleware,
