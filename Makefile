@@ -85,6 +85,7 @@ bench: $(DEV_STAMP) peers
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/push.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
