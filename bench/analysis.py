@@ -5,9 +5,11 @@ For each file, as a client sees it, over the API of a real server process
 the pre-forked isolated analysis child):
 
 - upload->DONE: from sending the multipart upload to the first poll that
-  reads `DONE` (polling `model.analysisStatus` every 10 ms);
+  reads `DONE` (polling `model.analysisStatus` every 10 ms); by default the
+  server analyses the upload while it streams in, `--no-stream` measures the
+  job fetching and decrypting the stored file instead;
 - answer->DONE: the same, from the upload's answer (the fixed cost of the job
-  hand-off, fetch, decryption, the child and the result write);
+  hand-off, waiting for the child or fetch and decryption, the result write);
 - child: `run_isolated` alone, in this process, the way the job calls it;
 - own: `analyse` in this process (the analysis' own time, no process hand-off);
 - peak: the largest resident set of any process under the server while the
@@ -71,6 +73,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="skip the 5M-triangle sphere")
+    parser.add_argument("--only", default="",
+                        help="comma-separated parts of file names to keep (default: all)")
+    parser.add_argument("--no-stream", action="store_true",
+                        help="server with ANALYSE_WHILE_UPLOADING=off (the job fetches)")
     args = parser.parse_args()
     admesh = shutil.which("admesh")
     print_machine()
@@ -78,9 +84,11 @@ def main() -> None:
         print("admesh is not installed (apt-get install admesh): ratios skipped.\n")
     with tempfile.TemporaryDirectory(prefix="bench-analysis-") as folder:
         work = Path(folder)
-        files = _files(work, args.quick)
+        wanted = [part for part in args.only.split(",") if part] or [""]
+        files = [p for p in _files(work, args.quick) if any(w in p.name for w in wanted)]
+        print(f"server    ANALYSE_WHILE_UPLOADING={'off' if args.no_stream else 'on'}")
         with contextlib.ExitStack() as stack:
-            base_url, token, pid = _server(stack, work)
+            base_url, token, pid = _server(stack, work, streamed=not args.no_stream)
             prestart()
             print(f"{'file':28s} {'triangles':>10s} {'MiB':>7s} | {'upload->DONE':>12s} "
                   f"{'answer->DONE':>12s} {'child':>7s} {'own':>7s} {'peak/file':>9s} | "
@@ -117,7 +125,7 @@ def _mechanical_part() -> trimesh.Trimesh:
     return trimesh.util.concatenate(parts)
 
 
-def _server(stack: contextlib.ExitStack, work: Path) -> tuple[str, str, int]:
+def _server(stack: contextlib.ExitStack, work: Path, streamed: bool) -> tuple[str, str, int]:
     data_dir = work / "data"
     data_dir.mkdir()
     port = free_port()
@@ -128,6 +136,7 @@ def _server(stack: contextlib.ExitStack, work: Path) -> tuple[str, str, int]:
         PORT=str(port),
         APP_ENV="development",
         MAX_UPLOAD_BYTES=str(300 * MIB),
+        ANALYSE_WHILE_UPLOADING="on" if streamed else "off",
         RATE_LIMITS="upload_user=100000/hour,upload_ip=100000/hour,signup_ip=100000/hour",
     )
     log = work / "server.log"

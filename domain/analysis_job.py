@@ -28,7 +28,7 @@ import logging
 import random
 import sqlite3
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Protocol, TypeVar
@@ -44,7 +44,7 @@ from tortoise.transactions import in_transaction
 from domain.analysis.errors import AnalysisFailed
 from domain.analysis.options import AnalysisOptions
 from domain.analysis.report import MeshReport
-from domain.analysis.sandbox import run_isolated
+from domain.analysis.sandbox import StreamAbandoned, StreamedAnalysis, run_isolated
 from runtime.settings import Settings
 from storage.crypto import KeyRing, WrappedKey, decrypt_stream, unwrap
 from storage.models import AnalysisStatus, Model3D, ModelMetadata
@@ -273,7 +273,9 @@ class AnalysisJob:
     def lease_s(self) -> float:
         return self.settings.analysis_timeout_seconds + self.limits.lease_margin_s
 
-    async def run(self, model_id: UUID) -> Outcome:
+    async def run(self, model_id: UUID, early: StreamedAnalysis | None = None) -> Outcome:
+        """Claim and analyse the model; `early` is an analysis of its plaintext
+        made while it was uploaded, whose result is used if it has one."""
         try:
             held = await self._retry(lambda: claim(model_id, self.lease_s, self.limits.max_claims))
         except Exception as error:
@@ -287,17 +289,47 @@ class AnalysisJob:
             log.debug("model %s: nothing to do", model_id)
             return Outcome.DROPPED
         try:
-            return await self._process(held)
+            return await self._process(held, early)
         except Exception as error:
             return await self._settle_error(held, error)
 
-    async def _process(self, held: Claim) -> Outcome:
+    async def _process(self, held: Claim, early: StreamedAnalysis | None = None) -> Outcome:
+        model = held.model
+        report = await self._early_report(model, early) if early is not None else None
+        if report is None:
+            report = await self._fetch_and_analyse(held)
+            if report is None:
+                return Outcome.DROPPED
+        if not await self._retry(lambda: record_done(held, report)):
+            log.info("model %s: analysed, but deleted or taken over meanwhile", model.id)
+            return Outcome.DROPPED
+        log.info("model %s: analysis done", model.id)
+        return Outcome.DONE
+
+    async def _early_report(self, model: Model3D, early: StreamedAnalysis) -> MeshReport | None:
+        """The streamed analysis' report; None if it has none (then the stored
+        file is analysed). The file's own failure (AnalysisFailed) is final: the
+        same bytes would fail the same way again."""
+        try:
+            report = await asyncio.wrap_future(early.future)
+        except StreamAbandoned as reason:
+            log.info("model %s: streamed analysis abandoned (%s); analysing the stored file",
+                     model.id, reason)
+            return None
+        if report.file_size != model.file_size:  # never a report of other bytes
+            log.warning("model %s: streamed analysis saw %d bytes, not %d",
+                        model.id, report.file_size, model.file_size)
+            return None
+        return replace(report, file_name=model.file_name)
+
+    async def _fetch_and_analyse(self, held: Claim) -> MeshReport | None:
+        """Decrypt the stored file and analyse it; None if the claim was lost."""
         model = held.model
         data = await self._retry(lambda: self._fetch(model))
         # The fetch may have taken a while: restart the lease, and skip the CPU
         # work if the model was deleted or taken over meanwhile.
         if not await self._retry(lambda: renew(held)):
-            return Outcome.DROPPED
+            return None
         report = await asyncio.to_thread(
             self._analyse,
             data,
@@ -308,11 +340,7 @@ class AnalysisJob:
             self.settings.analysis_memory_bytes,
         )
         del data
-        if not await self._retry(lambda: record_done(held, report)):
-            log.info("model %s: analysed, but deleted or taken over meanwhile", model.id)
-            return Outcome.DROPPED
-        log.info("model %s: analysis done", model.id)
-        return Outcome.DONE
+        return report
 
     async def _fetch(self, model: Model3D) -> bytearray:
         """The decrypted file, in memory only: plaintext never touches the disk.

@@ -41,6 +41,7 @@ from taskiq_redis import RedisStreamBroker
 from tortoise.timezone import now as utc_now
 
 from domain import account_mail, maintenance
+from domain.analysis.sandbox import StreamedAnalysis
 from domain.analysis_job import AnalysisJob, JobLimits, Outcome, stranded
 from domain.enums import AnalysisStatus
 from domain.preview_job import PreviewJob, without_preview
@@ -154,12 +155,23 @@ class JobQueue:
         self._sweeper = None
         await self._broker.shutdown()
 
-    async def enqueue_analysis(self, model_id: UUID) -> None:
+    async def enqueue_analysis(
+        self, model_id: UUID, early: StreamedAnalysis | None = None
+    ) -> None:
         """Ask for the model to be analysed. Call it after the row is committed.
 
         Never raises for an unreachable broker: the row stays PENDING and the
         recovery sweep enqueues it again.
+
+        With `early` (the analysis that watched the upload stream in, running in
+        this process's child) the job runs here, whatever the broker: it claims
+        the row like any job and records that result; nothing is published, so
+        no worker fetches the file again. Should this process die first, the
+        row is stranded PENDING or RUNNING and the sweep re-queues it.
         """
+        if early is not None:
+            self._spawn(self._run_early(model_id, early))
+            return
         if self.in_process:
             self._spawn(self._kick(model_id))
             return
@@ -248,6 +260,17 @@ class JobQueue:
     async def _sweep_previews(self, now: datetime) -> None:
         lease_s = self.settings.preview_timeout_seconds + self.options.pending_grace_s
         for model_id in await without_preview(now, lease_s, self.options.sweep_batch):
+            await self.enqueue_preview(model_id)
+
+    async def _run_early(self, model_id: UUID, early: StreamedAnalysis) -> None:
+        # No slot: the analysis already runs in its own child, outside the
+        # job engine's concurrency; only a fallback to the stored file would
+        # add work, and it is rare (the stream was abandoned).
+        try:
+            outcome = await self.job.run(model_id, early=early)
+        finally:
+            early.abort()  # unclaimed (e.g. deleted at once): stop the child
+        if outcome is Outcome.DONE and self.settings.previews:
             await self.enqueue_preview(model_id)
 
     async def _kick(self, model_id: UUID, task: Any = None) -> None:

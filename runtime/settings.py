@@ -204,6 +204,9 @@ class Settings:
     preview_link_seconds: int = env("PREVIEW_LINK_SECONDS", 300, _int)
     # `off`: no preview jobs (Model.preview stays null); the test suite's default app.
     previews: bool = env("PREVIEWS", True, _switch)
+    # Analyse an upload's plaintext in the child while it streams in (the job
+    # then only records the result); off: the job fetches and decrypts the file.
+    analyse_while_uploading: bool = env("ANALYSE_WHILE_UPLOADING", True, _switch)
 
     @property
     def is_production(self) -> bool:

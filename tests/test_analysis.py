@@ -222,6 +222,48 @@ def test_edge_fallback_for_huge_meshes_gives_the_same_topology(monkeypatch):
     assert run(data) == packed
 
 
+def test_welding_in_the_scratch_memory_gives_the_same_vertices():
+    corners = np.asarray(gen.icosphere(3)[0])[gen.icosphere(3)[1]].astype(np.float32)
+    for key_bits in (None, 3):  # also when nearly every key collides
+        plain = weld(corners, key_bits=key_bits)
+        scratch = np.full(3 * len(corners), -1, dtype=np.int64)  # garbage in it must not matter
+        reused = weld(corners, key_bits=key_bits, scratch=scratch)
+        assert np.array_equal(plain[0], reused[0]) and np.array_equal(plain[1], reused[1])
+
+
+def test_edge_fallback_gives_the_same_pairs_as_the_packed_sort(monkeypatch):
+    from domain.analysis import edges
+
+    # Open, flipped, collapsed and non-manifold edges (three boxes sharing an edge).
+    mesh = gen.combine(
+        gen.with_collapsed_face(gen.flipped(gen.icosphere(2), [5])),
+        gen.without_faces(gen.box(), [0]),
+        gen.box((1, 1, 1), (1, 1, 0)),
+        gen.box((1, 1, 1), (1, 0, 0)),
+    )
+    corners = np.asarray(mesh[0])[mesh[1]]
+    vertices, faces = weld(corners)
+    collapsed = edges.collapsed_faces(faces)
+    packed = edges.edge_facts(faces, len(vertices), collapsed)
+    monkeypatch.setattr(edges, "PACKED_BITS", 8)  # as if the ids were too large to pack
+    scratch = np.empty(3 * len(faces), dtype=np.int64)
+    fallback = edges.edge_facts(faces, len(vertices), collapsed, scratch=scratch)
+    assert packed.nonmanifold_edges > 0 and packed.open_edges > 0
+    for name in packed.__dataclass_fields__:
+        assert np.array_equal(getattr(packed, name), getattr(fallback, name)), name
+
+
+def test_a_consumed_file_is_freed_and_measured_the_same():
+    data = gen.binary_stl(gen.combine(gen.icosphere(2), gen.without_faces(gen.box(), [0])))
+    kept = analyse(data, "part", "stl", AnalysisOptions())
+    handed_over = bytearray(data)
+    assert analyse(handed_over, "part", "stl", AnalysisOptions(), consume=True) == kept
+    assert len(handed_over) == 0  # its memory was released once the mesh was welded
+    ascii_data = bytearray(gen.ascii_stl(gen.icosphere(2)))
+    expected = analyse(bytes(ascii_data), "part", "stl", AnalysisOptions())
+    assert analyse(ascii_data, "part", "stl", AnalysisOptions(), consume=True) == expected
+
+
 def test_components_match_networkx():
     generator = random.Random(7)
     for _ in range(20):

@@ -217,7 +217,8 @@ def test_step_parts_have_exact_volumes(kind, unit):
 
 @needs_strace
 def test_pre_forked_children_write_no_file(monkeypatch, tmp_path):
-    """The production path: the pre-forking process and the children it forks, traced."""
+    """The production path: the pre-forking process and the children it forks, traced,
+    fed by the job (a fetched file) and by an upload as it streams in."""
     log = tmp_path / "trace.log"
     traced = ["strace", "-f", "-qq", "-e", f"trace={_TRACED}", "-o", str(log)]
     monkeypatch.setattr(sandbox, "child_command", lambda: [*traced, *sandbox_command])
@@ -226,6 +227,15 @@ def test_pre_forked_children_write_no_file(monkeypatch, tmp_path):
         for kind in ("step", "3mf", "stl-binary"):
             make, fmt = FILES[kind]
             assert isolated(make(), fmt).volume == pytest.approx(6000, rel=RTOL)
+            early = sandbox.StreamedAnalysis.start(
+                fmt, OPTIONS, 120.0, SETTINGS.analysis_memory_bytes, size_hint=1000
+            )
+            assert early is not None
+            data = make()
+            for start in range(0, len(data), 700):
+                early.feed(data[start : start + 700])
+            early.finish(len(data))
+            assert early.future.result(timeout=120).volume == pytest.approx(6000, rel=RTOL)
     finally:
         sandbox._prefork.stop()
     trace = log.read_text()

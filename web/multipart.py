@@ -25,6 +25,8 @@ from starlette.responses import JSONResponse
 from strawberry.schema.exceptions import CannotGetOperationTypeError
 
 from domain import policy, uploads
+from domain.analysis.options import AnalysisOptions
+from domain.analysis.sandbox import StreamedAnalysis
 from domain.errors import BadUserInput, PayloadTooLarge
 from web.responses import error_json
 
@@ -168,8 +170,21 @@ class MultipartUpload:
                 self._drain(self._queue),
                 part.file_name or "",
                 self.max_bytes,
+                self._analysis_starter(),
             )
         )
+
+    def _analysis_starter(self) -> uploads.StartAnalysis | None:
+        """Analyse the plaintext in the isolated child as it arrives (see uploads)."""
+        settings = self.context.settings
+        if not settings.analyse_while_uploading:
+            return None
+        options = AnalysisOptions.from_settings(settings)
+        declared = self.request.headers.get("content-length", "")
+        # The body's length bounds the file's: the child sizes its buffer once.
+        hint = min(int(declared), self.max_bytes) if declared.isdigit() else 0
+        timeout, memory = float(settings.analysis_timeout_seconds), settings.analysis_memory_bytes
+        return lambda fmt: StreamedAnalysis.start(fmt, options, timeout, memory, hint)
 
     async def _check_may_upload(self) -> None:
         """Refuse before reading the file: strangers cannot make us store anything."""
@@ -220,6 +235,8 @@ class MultipartUpload:
     async def discard_unclaimed(self) -> None:
         for upload in self.uploads.values():
             if not upload.claimed:
+                if upload.early is not None:
+                    upload.early.abort()
                 try:
                     await self.context.services.store.delete(upload.object_key)
                 except Exception:  # an orphan is encrypted; the clean-up job retries

@@ -43,7 +43,8 @@ def _analyse_one(source, result_fd: int) -> None:
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     header = json.loads(source.readline(MAX_HEADER))
     _limit(header["memory_bytes"], header["cpu_seconds"])
-    reader = _Reader(source, int(header["size"]))
+    size = header["size"]
+    reader = _Reader(source, None if size is None else int(size), int(header.get("size_hint") or 0))
     reader.start()
     message = _analyse(reader, header)
     message["peak_rss_bytes"] = _peak_rss()
@@ -169,7 +170,8 @@ def _analyse(reader: _Reader, header: dict) -> dict:
     try:
         data = reader.data()
         options = AnalysisOptions.from_dict(header["options"])
-        report = analyse(data, header["file_name"], header["format"], options)
+        # The buffer is this child's alone: let the analysis free it once read.
+        report = analyse(data, header["file_name"], header["format"], options, consume=True)
         return {"report": report.to_dict()}
     except AnalysisFailed as exc:
         return {"failed": exc.reason}
@@ -180,27 +182,54 @@ def _analyse(reader: _Reader, header: dict) -> dict:
 
 
 class _Reader(threading.Thread):
-    """Reads exactly `size` bytes from a stream into one buffer."""
+    """Reads the file from a stream into one buffer: exactly `size` bytes, or,
+    when the size is not known yet (an upload analysed while it streams in),
+    everything up to the end of the stream into a buffer of `hint` bytes that
+    grows if needed (realloc moves large buffers by remapping, not copying)."""
 
-    def __init__(self, stream, size: int) -> None:
+    def __init__(self, stream, size: int | None, hint: int = 0) -> None:
         super().__init__(daemon=True)
         self._stream = stream
         self._size = size
+        self._hint = hint
         self._buffer: bytearray | None = None
         self._error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self._buffer = bytearray(self._size)
-            view = memoryview(self._buffer)
-            done = 0
-            while done < self._size:
-                count = self._stream.readinto(view[done:])
-                if not count:
-                    raise EOFError
-                done += count
+            if self._size is None:
+                self._buffer = self._read_to_end()
+            else:
+                self._buffer = self._read_exactly(self._size)
         except BaseException as exc:  # handed to the main thread
             self._error = exc
+
+    def _read_exactly(self, size: int) -> bytearray:
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        done = 0
+        while done < size:
+            count = self._stream.readinto(view[done:])
+            if not count:
+                raise EOFError
+            done += count
+        return buffer
+
+    def _read_to_end(self) -> bytearray:
+        buffer = bytearray(self._hint)
+        done = 0
+        with memoryview(buffer) as view:
+            while done < len(buffer):
+                count = self._stream.readinto(view[done:])
+                if not count:
+                    break
+                done += count
+        if done < len(buffer):
+            del buffer[done:]
+            return buffer
+        while chunk := self._stream.read1(1 << 20):
+            buffer += chunk
+        return buffer
 
     def data(self) -> bytearray:
         self.join()

@@ -20,9 +20,11 @@ job, not from the event loop.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
+import queue
 import selectors
 import signal
 import socket
@@ -31,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -312,28 +315,21 @@ def _exchange(child: _Child, header: bytes, data: bytes, deadline: float) -> byt
     block us) while collecting its output until it closes stdout."""
     feeder = threading.Thread(target=_feed, args=(child.stdin, header, data), daemon=True)
     feeder.start()
-    received: list[bytes] = []
-    size = 0
-    with selectors.DefaultSelector() as selector:
-        selector.register(child.stdout, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            if not selector.select(remaining):
-                continue
-            chunk = os.read(child.stdout, 1 << 16)
-            if not chunk:
-                break
-            if size < MAX_RESULT_BYTES:  # a result is small; ignore anything beyond
-                received.append(chunk)
-                size += len(chunk)
+    output = _collect_output(child.stdout, deadline)
     feeder.join(max(0.0, deadline - time.monotonic()))
-    return b"".join(received)
+    return output
+
+
+def _quiet_pipe() -> None:
+    """Writes of this thread to a dead child's pipe raise EPIPE, whatever SIGPIPE's
+    disposition: a library (gmsh) may have reset it to "terminate" in this process.
+    Blocked here, the signal stays pending on this thread and dies with it."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})
 
 
 def _feed(fd: int, header: bytes, data: bytes) -> None:
     """Write the job to the child; the feeder owns (and closes) `fd`."""
+    _quiet_pipe()
     try:
         with open(fd, "wb") as stdin:
             stdin.write(header)
@@ -368,3 +364,226 @@ def _result(message: dict, returncode: int, memory_bytes: int) -> MeshReport:
     raise AnalysisFailed(
         f"The analysis stopped unexpectedly (possibly the memory limit of {limit})."
     )
+
+
+# --- analysing an upload while it streams in -------------------------------------------
+
+# Uploads analysed while they arrive, at once: each holds a forked child and,
+# by the end, the plaintext in that child's memory. Others wait for the job.
+MAX_STREAMS = max(2, 2 * (os.cpu_count() or 1))
+# Plaintext queued for the child but not yet written: if the child falls this
+# far behind, the upload stops feeding it and the job analyses the stored file.
+MAX_BACKLOG_BYTES = 64 << 20
+_PIPE_BYTES = 1 << 20  # fewer wake-ups per megabyte than the default 64 KiB
+_streams = threading.BoundedSemaphore(MAX_STREAMS)
+
+
+class StreamAbandoned(Exception):
+    """The streamed analysis gave no result (aborted, fell behind, child lost):
+    not a verdict on the file; the job analyses the stored file instead."""
+
+
+class StreamedAnalysis:
+    """One analysis child fed the plaintext of an upload chunk by chunk.
+
+    The child is the same as `run_isolated`'s, with the same limits, set
+    before it reads a byte; it only learns the size when the stream ends
+    (`finish`). Nothing here blocks the caller (the event loop): one worker
+    thread forks the child, writes the queued chunks into its pipe and reads
+    its answer. The outcome is `future`: a MeshReport (its file name is the
+    job's to fill in), AnalysisFailed for the file's own failures, or
+    StreamAbandoned when this path gave no answer.
+    """
+
+    def __init__(self, header: bytes, timeout_s: float, memory_bytes: int) -> None:
+        self.future: Future[MeshReport] = Future()
+        self._timeout_s, self._memory_bytes = timeout_s, memory_bytes
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._queue.put(header)
+        self._lock = threading.Lock()
+        self._backlog = 0
+        self._size = 0
+        self._closed = False  # finished or aborted: no more feeding
+        self._finished_at: float | None = None
+        self._killed = False  # kill the child as soon as it exists
+        self._timed_out = False
+        self._child: _Child | None = None
+        self._timer: threading.Timer | None = None
+        self._worker = threading.Thread(target=self._run, daemon=True)
+        self._worker.start()
+
+    @classmethod
+    def start(
+        cls, fmt: str, options: AnalysisOptions, timeout_s: float, memory_bytes: int,
+        size_hint: int = 0,
+    ) -> StreamedAnalysis | None:
+        """A streamed analysis, or None when too many run already."""
+        if not PREFORK or not _streams.acquire(blocking=False):
+            return None
+        header = {
+            "file_name": "upload",
+            "format": fmt,
+            "size": None,  # streamed: the child reads until the end of its input
+            "size_hint": max(0, int(size_hint)),
+            "options": options.to_dict(),
+            "memory_bytes": int(memory_bytes),
+            "cpu_seconds": int(2 * timeout_s) + 5,
+        }
+        return cls(json.dumps(header).encode() + b"\n", timeout_s, memory_bytes)
+
+    def feed(self, chunk: bytes) -> None:
+        """Queue a chunk for the child; never blocks."""
+        if self._closed or self.future.done() or not chunk:
+            return
+        with self._lock:
+            self._backlog += len(chunk)
+            behind = self._backlog > MAX_BACKLOG_BYTES
+        if behind:
+            self.abort("the analysis child fell behind the upload")
+            return
+        self._size += len(chunk)
+        self._queue.put(chunk)
+
+    def finish(self, size: int) -> None:
+        """The upload is complete (and `size` long): let the child analyse it."""
+        if self._closed:
+            return
+        if size != self._size:
+            self.abort(f"fed {self._size} bytes of {size}")
+            return
+        self._closed = True
+        self._finished_at = time.monotonic()
+        # The wall-clock limit runs from here, even if the pipe is still full.
+        self._timer = threading.Timer(self._timeout_s, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+        self._queue.put(None)
+
+    def abort(self, why: str = "the upload failed") -> None:
+        """Kill the child: the upload failed or was not claimed, or this path gave up."""
+        self._settle(exception=StreamAbandoned(why))
+        self._closed = True
+        self._kill()
+        self._queue.put(None)  # the worker stops feeding (a second None is never read)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the child is gone and its pipes are closed (tests)."""
+        self._worker.join(timeout)
+
+    def _kill(self) -> None:
+        with self._lock:
+            self._killed = True
+            child = self._child
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+
+    def _expire(self) -> None:
+        if not self.future.done():
+            self._timed_out = True
+            self._kill()
+
+    def _run(self) -> None:
+        """The worker thread: fork the child, feed it, collect its answer."""
+        _quiet_pipe()
+        try:
+            child = _prefork.fork()
+        except OSError as error:
+            self._settle(exception=StreamAbandoned(f"no analysis child: {error}"))
+            return
+        with self._lock:
+            self._child = child
+            killed = self._killed
+        if killed:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGKILL)
+        try:
+            self._feed_child(child)
+            if self._finished_at is not None and not self._killed:
+                self._collect(child, self._finished_at + self._timeout_s)
+            else:  # aborted (already settled) or out of time before it was fed
+                child.kill()
+                self._settle(exception=self._kill_reason())
+        except BaseException as error:  # handed to the job, never raised in this thread
+            child.kill()
+            self._settle(exception=StreamAbandoned(f"{type(error).__name__}: {error}"))
+        finally:
+            child.close()
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def _feed_child(self, child: _Child) -> None:
+        """Write the queued chunks until the end mark; owns (and closes) the input pipe."""
+        with contextlib.suppress(OSError, AttributeError):
+            fcntl.fcntl(child.stdin, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+        broken = False
+        try:
+            while (chunk := self._queue.get()) is not None:
+                if not broken:
+                    try:
+                        _write_all(child.stdin, chunk)
+                    except OSError:
+                        broken = True  # the child died: its exit status says why
+                with self._lock:
+                    self._backlog -= len(chunk)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(child.stdin)
+
+    def _collect(self, child: _Child, deadline: float) -> None:
+        """After `finish`: the child's answer, within the timeout."""
+        try:
+            output = _collect_output(child.stdout, deadline)
+            returncode = child.wait(deadline)
+            if self._timed_out:
+                raise TimeoutError
+            report = _result(_decode(output), returncode, self._memory_bytes)
+        except TimeoutError:
+            child.kill()
+            self._timed_out = True
+            self._settle(exception=self._kill_reason())
+        except AnalysisFailed as failed:
+            self._settle(exception=failed)
+        else:
+            self._settle(result=report)
+
+    def _kill_reason(self) -> BaseException:
+        if self._timed_out:
+            return AnalysisFailed(f"The analysis exceeded {self._timeout_s:g} seconds.")
+        return StreamAbandoned("aborted")
+
+    def _settle(self, result: MeshReport | None = None, exception: BaseException | None = None):
+        with self._lock:
+            if self.future.done():
+                return
+            if exception is not None:
+                self.future.set_exception(exception)
+            else:
+                self.future.set_result(result)
+        _streams.release()
+
+
+def _write_all(fd: int, chunk: bytes) -> None:
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _collect_output(fd: int, deadline: float) -> bytes:
+    """The child's result pipe until it closes; TimeoutError after `deadline`."""
+    received: list[bytes] = []
+    size = 0
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if not selector.select(remaining):
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(received)
+            if size < MAX_RESULT_BYTES:
+                received.append(chunk)
+                size += len(chunk)

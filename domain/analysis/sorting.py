@@ -33,22 +33,6 @@ def sort_packed(packed: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]
     return packed, order
 
 
-def sort_with_order(keys: np.ndarray, key_max: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (sorted keys, order) with `sorted == keys[order]`.
-
-    `keys` are non-negative integers not above `key_max`; ties keep no
-    particular order.
-    """
-    count = len(keys)
-    shift = index_bits(count)
-    if int(key_max).bit_length() + shift > 63:
-        order = np.argsort(keys, kind="stable").astype(order_dtype(count), copy=False)
-        return keys[order], order
-    packed = keys.astype(np.int64) << shift
-    packed |= np.arange(count, dtype=np.int64)
-    return sort_packed(packed, shift)
-
-
 def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     """Boolean mask of the first element of each run of equal keys."""
     starts = np.empty(len(sorted_keys), dtype=bool)

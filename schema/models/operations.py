@@ -41,7 +41,7 @@ class Mutation:
             # The Upload scalar only ever carries files streamed by web/multipart.py.
             raise BadUserInput("Send the file as a GraphQL multipart request.", field="file")
         row = await model_files.create_model(ctx.access, file, name, ctx.ip)
-        await ctx.services.jobs.enqueue_analysis(row.id)
+        await ctx.services.jobs.enqueue_analysis(row.id, early=file.early)
         return ModelType(row=row)
 
     @guarded()
