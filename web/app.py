@@ -46,9 +46,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await db.disconnect()
 
+    graphql = GraphQLEndpoint(settings)
     app = Starlette(
         routes=[
-            Route("/graphql", GraphQLEndpoint(settings), methods=["GET", "POST"]),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/files/{token}", download, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
         ],
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={Exception: _unexpected},
     )
     app.state.settings = settings
+    app.state.graphql_schema = graphql.graphql.schema
     app.state.services = None
     return app
 
