@@ -19,6 +19,7 @@ from domain.errors import BadUserInput, MfaRequired, NotFound, Unauthenticated
 from domain.policy import Viewer
 from domain.secrets_box import new_token, token_digest
 from domain.validation import clean_name
+from runtime import metrics
 from runtime.settings import Settings
 from storage.models import ApiToken, Session, User
 
@@ -82,6 +83,7 @@ async def log_in(
     user = await User.get_or_none(email=_email_key(email), deleted_at=None)
     if not await passwords.verify_password(user.password_hash if user else None, password):
         await audit.record("login.failed", actor_id=user.id if user else None, ip=ip)
+        metrics.LOGIN_FAILURES.labels("password").inc()
         raise Unauthenticated("Wrong email or password.")
     assert user is not None
     if otp:
@@ -101,6 +103,7 @@ async def _check_second_factor(
     if not user.mfa_enabled and user.role != Role.STAFF:
         return
     if not otp or not user.totp_secret_sealed:
+        metrics.LOGIN_FAILURES.labels("otp_missing").inc()
         raise MfaRequired()
     if totp.looks_like_recovery_code(otp):
         accepted = await totp.consume_recovery_code(settings.secret_key, user, otp)
@@ -109,6 +112,7 @@ async def _check_second_factor(
         accepted = await totp.consume_code(user, secret, otp)
     if not accepted:
         await audit.record("login.otp_failed", actor_id=user.id, ip=ip)
+        metrics.LOGIN_FAILURES.labels("otp").inc()
         raise MfaRequired("The one-time code is wrong, expired or already used.")
 
 

@@ -81,7 +81,7 @@ class JobQueue:
         keyring: KeyRing,
         options: JobOptions | None = None,
     ) -> None:
-        self.options = options or JobOptions()
+        self.options = options or JobOptions(queue_name=settings.job_queue)
         self.settings, self.store, self.keyring = settings, store, keyring
         self.job = AnalysisJob(settings, store, keyring, self.options.limits)
         self._broker = _make_broker(settings, self.options, self.job.lease_s)

@@ -14,6 +14,7 @@ from schema import permissions
 from schema.document_cache import DocumentCache
 from schema.errors import ErrorCodes
 from schema.limits import AbuseLimits
+from schema.observed import Observed
 from schema.root import Mutation, Query
 
 MAX_DEPTH = 10
@@ -32,7 +33,8 @@ def build_schema(*, production: bool) -> QuietSchema:
     documents = DocumentCache()
     # Factories, not instances: strawberry builds fresh extensions for every request.
     extensions: list[Callable[[], SchemaExtension]] = [
-        lambda: ErrorCodes(hide_suggestions=production)
+        Observed,  # first: outermost, it sees the coded errors
+        lambda: ErrorCodes(hide_suggestions=production),
     ]
     if production:
         extensions.append(IntrospectionForStaffOnly)

@@ -25,8 +25,10 @@ from storage import db
 from web.endpoints.downloads import download
 from web.endpoints.graphql import GraphQLEndpoint
 from web.endpoints.healthz import healthz
+from web.endpoints.metrics import metrics_endpoint
 from web.middleware.client_ip import ClientIp
 from web.middleware.csrf import RequirePreflightHeader
+from web.middleware.request_id import RequestId
 from web.middleware.security_headers import SecurityHeaders
 from web.responses import error_json
 
@@ -52,8 +54,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             Route("/files/{token}", download, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         middleware=[
+            Middleware(RequestId),  # outermost: every answer carries the id
             Middleware(SecurityHeaders),
             Middleware(ClientIp, trusted_proxies=settings.trusted_proxies),
             Middleware(RequirePreflightHeader),
@@ -77,4 +81,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 async def _unexpected(request: Request, error: Exception) -> Response:
     """Last resort: still a JSON error with a code, and no trace for the client."""
-    return error_json(error, uuid.uuid4().hex[:16])
+    return error_json(error, request.scope.get("request_id") or uuid.uuid4().hex[:16])
