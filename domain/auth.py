@@ -133,7 +133,8 @@ async def authenticate(settings: Settings, token: str) -> tuple[Viewer, User]:
 
 
 async def _authenticate_session(settings: Settings, digest: str) -> tuple[Viewer, User]:
-    session = await Session.get_or_none(token_hash=digest).select_related("user")
+    # The caller's company comes along: nearly every request reads it (issue 14).
+    session = await Session.get_or_none(token_hash=digest).select_related("user__company")
     current = now()
     if (
         session is None
@@ -149,7 +150,7 @@ async def _authenticate_session(settings: Settings, digest: str) -> tuple[Viewer
 
 
 async def _authenticate_api_token(digest: str) -> tuple[Viewer, User]:
-    token = await ApiToken.get_or_none(token_hash=digest).select_related("user")
+    token = await ApiToken.get_or_none(token_hash=digest).select_related("user__company")
     if token is None or token.revoked_at is not None or token.user.deleted_at is not None:
         raise Unauthenticated("The API token is not valid or was revoked.")
     current = now()

@@ -88,3 +88,15 @@ def test_value_types_take_no_policy_step_and_checked_fields_do() -> None:
     assert seen["Dimensions.x"] and seen["ModelEdge.node"] and seen["PageInfo.hasNextPage"]
     # Checked attributes and methods keep a decision (not the bare attribute resolver).
     assert not seen["Model.id"] and not seen["Model.name"] and not seen["User.email"]
+
+
+async def test_me_with_its_company_costs_one_statement(
+    api: Api, customer: Caller, count_queries
+) -> None:
+    """The caller's company is read with the session (one join), not asked again."""
+    query = "{ me { firstName company { name } } }"
+    await api.ok(query, token=customer.token)
+    count_queries.reset()
+    count_queries.task = None  # every task: DataLoaders query from their own
+    assert (await api.ok(query, token=customer.token))["me"]["company"]["name"]
+    assert count_queries.count == 1
