@@ -7,9 +7,32 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: run test lint bench setup peers bench-peers clean
+.PHONY: run test lint bench setup peers bench-peers assets browser clean
 
 setup: $(DEV_STAMP)
+
+# GraphiQL's assets (exact versions in web/graphiql_assets/package-lock.json), from the
+# npm registry into web/graphiql_assets/node_modules: served by the app itself, never
+# committed, never fetched at request time. `npm ci` installs exactly the lock file;
+# --ignore-scripts: no package runs code at install.
+GRAPHIQL_DIR := web/graphiql_assets
+GRAPHIQL_STAMP := $(GRAPHIQL_DIR)/node_modules/.installed-stamp
+
+assets: $(GRAPHIQL_STAMP)
+
+$(GRAPHIQL_STAMP): $(GRAPHIQL_DIR)/package.json $(GRAPHIQL_DIR)/package-lock.json
+	npm ci --prefix $(GRAPHIQL_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+# Debian's chromium, for the GraphiQL browser test (tests/test_graphiql_browser.py).
+# Outside CI the test says SKIPPED without it; CI sets REQUIRE_BROWSER=1 (a failure).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium fonts-liberation >/dev/null) \
+	      || echo "note: could not install chromium; the GraphiQL browser test will be skipped"; \
+	  else echo "note: chromium not installed; the GraphiQL browser test will be skipped"; fi; }
 
 $(RUNTIME_STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,10 +74,10 @@ bench-peers:
 	      || echo "note: could not install wrk; bench/pages.py will say SKIPPED"; \
 	  else echo "note: wrk not installed; bench/pages.py will say SKIPPED"; fi; }
 
-run: $(RUNTIME_STAMP)
+run: $(RUNTIME_STAMP) assets
 	$(BIN)/python server.py serve
 
-test: $(DEV_STAMP) peers
+test: $(DEV_STAMP) peers assets browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	@echo "=== test run 1/2: every test, database backend SQLite ==="

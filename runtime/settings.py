@@ -53,6 +53,13 @@ def _float(name: str, value: str) -> float:
         raise SettingsError(f"{name} must be a number") from exc
 
 
+def _switch(name: str, value: str) -> bool:
+    value = value.strip().lower()
+    if value not in ("on", "off"):
+        raise SettingsError(f"{name} must be `on` or `off`")
+    return value == "on"
+
+
 def _csv(name: str, value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -142,6 +149,13 @@ class Settings:
     s3_sse: str = env("S3_SSE", "AES256")
     s3_kms_key_id: str | None = env("S3_KMS_KEY_ID", None)
     max_upload_bytes: int = env("MAX_UPLOAD_BYTES", 256 * MIB, _int)
+    max_request_bytes: int = env("MAX_REQUEST_BYTES", MIB, _int)  # JSON bodies
+    # All non-file parts of a multipart request (operations, map, part headers).
+    max_multipart_fields_bytes: int = env("MAX_MULTIPART_FIELDS_BYTES", MIB, _int)
+    request_header_timeout_seconds: float = env("REQUEST_HEADER_TIMEOUT_SECONDS", 10.0, _float)
+    # Plus 1 s per REQUEST_BODY_MIN_RATE bytes announced.
+    request_body_timeout_seconds: float = env("REQUEST_BODY_TIMEOUT_SECONDS", 20.0, _float)
+    request_body_min_rate: int = env("REQUEST_BODY_MIN_RATE", 500, _int)  # bytes per second
     # key id -> 32-byte key; the first one wraps new data keys, the others only unwrap.
     master_keys: dict[str, bytes] = env(
         "MASTER_KEYS", {}, _master_keys,
@@ -182,10 +196,16 @@ class Settings:
     log_format: str = env("LOG_FORMAT", "json")  # json (one object a line) or text
     # The Redis stream of analysis jobs; deployments sharing one Redis use their own.
     job_queue: str = env("JOB_QUEUE", "printvault:analysis")
+    # GraphiQL's page (`on`/`off`); unset: on, except in production (README).
+    graphiql_switch: bool | None = env("GRAPHIQL", None, _switch)
 
     @property
     def is_production(self) -> bool:
         return self.app_env == "production"
+
+    @property
+    def graphiql(self) -> bool:
+        return not self.is_production if self.graphiql_switch is None else self.graphiql_switch
 
     @property
     def active_key_id(self) -> str:

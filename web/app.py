@@ -1,6 +1,6 @@
 """The ASGI app (Starlette): routes, middleware, lifespan.
 
-Routes: /graphql (queries, mutations, uploads, GraphiQL), /files/<token>
+Routes: /graphql (queries, mutations, uploads), /graphiql (staff's IDE), /files/<token>
 (downloads), /healthz. Middleware, outermost first: security headers, the
 caller's IP, the CSRF guard for non-JSON posts, CORS. The lifespan opens the
 database (migrating it), the object store and the job engine, and closes them.
@@ -22,14 +22,19 @@ from starlette.routing import Route
 from runtime.services import close_services, open_services
 from runtime.settings import Settings, load_settings
 from storage import db
+from web.endpoints import graphiql
 from web.endpoints.downloads import download
 from web.endpoints.graphql import GraphQLEndpoint
 from web.endpoints.healthz import healthz
 from web.endpoints.metrics import metrics_endpoint
+from web.middleware.body_limit import BodyLimit
 from web.middleware.client_ip import ClientIp
 from web.middleware.csrf import RequirePreflightHeader
+from web.middleware.early_close import EarlyClose
+from web.middleware.no_store import NoStore
 from web.middleware.request_id import RequestId
 from web.middleware.security_headers import SecurityHeaders
+from web.middleware.stray_cancellation import StrayCancellation
 from web.responses import error_json
 
 
@@ -51,16 +56,25 @@ def create_app(settings: Settings | None = None) -> Starlette:
     graphql = GraphQLEndpoint(settings)
     app = Starlette(
         routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route(
+                "/graphql",
+                graphiql.redirect_browsers(graphql, settings),
+                methods=["GET", "POST"],
+            ),
+            *graphiql.routes(settings),
             Route("/files/{token}", download, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         middleware=[
-            Middleware(RequestId),  # outermost: every answer carries the id
+            Middleware(EarlyClose),
+            Middleware(RequestId),  # every answer carries the id; one access line each
+            Middleware(NoStore),
             Middleware(SecurityHeaders),
             Middleware(ClientIp, trusted_proxies=settings.trusted_proxies),
             Middleware(RequirePreflightHeader),
+            Middleware(StrayCancellation),
+            Middleware(BodyLimit, settings=settings),
             # Only configured origins may call from a browser; none by default.
             Middleware(
                 CORSMiddleware,

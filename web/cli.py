@@ -20,6 +20,7 @@ from runtime.settings import Settings, SettingsError, load_settings
 from storage import db
 from storage.backup import BackupError
 from web.app import create_app
+from web.protocol import protocol_for
 from web.tls import tls_context
 
 
@@ -35,6 +36,7 @@ def serve(settings: Settings) -> None:
         # configuration would add handlers of another shape.
         log_config=None,
         proxy_headers=False,
+        http=protocol_for(settings),  # h11 with header and body read deadlines
         ssl_certfile=settings.tls_certfile if tls else None,
         ssl_keyfile=settings.tls_keyfile if tls else None,
         ssl_context_factory=tls_context if tls else None,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -31,10 +30,10 @@ from web.responses import error_json
 
 if TYPE_CHECKING:  # python-multipart declares its callback table for type checkers only
     from python_multipart.multipart import MultipartCallbacks
+from web.json_body import load_json
 
 log = logging.getLogger("printvault.multipart")
 
-MAX_FIELD_BYTES = 64 * 1024  # operations and map are small JSON documents
 MULTIPART_OVERHEAD = 256 * 1024
 _QUEUE_DEPTH = 8  # chunks in flight between the request and the store: bounded memory
 
@@ -54,6 +53,9 @@ class MultipartUpload:
         self.request = request
         self.context = context
         self.max_bytes = max_bytes
+        # Everything but the file (text parts, part headers) is held in memory: capped.
+        self.max_text_bytes = context.settings.max_multipart_fields_bytes
+        self._text_bytes = 0
         self.fields: dict[str, str] = {}
         self.uploads: dict[str, uploads.StoredUpload] = {}
         self._part: _Part | None = None
@@ -70,10 +72,17 @@ class MultipartUpload:
         self._part = _Part()
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._count_text(end - start)
         self._header_field += data[start:end]
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._count_text(end - start)
         self._header_value += data[start:end]
+
+    def _count_text(self, size: int) -> None:
+        self._text_bytes += size
+        if self._text_bytes > self.max_text_bytes:
+            raise PayloadTooLarge(f"The multipart text parts exceed {self.max_text_bytes} bytes.")
 
     def on_header_end(self) -> None:
         assert self._part is not None
@@ -93,9 +102,8 @@ class MultipartUpload:
         part = self._part
         assert part is not None
         if part.file_name is None:
+            self._count_text(end - start)
             part.data += data[start:end]
-            if len(part.data) > MAX_FIELD_BYTES:
-                raise BadUserInput(f"The multipart field {part.name!r} is too large.")
         else:
             self._events.append(("data", bytes(data[start:end])))
 
@@ -220,8 +228,8 @@ class MultipartUpload:
     def operation(self) -> tuple[str, dict[str, Any], str | None]:
         """The operation with each mapped variable replaced by its stored upload."""
         try:
-            operations = json.loads(self.fields["operations"])
-            mapping = json.loads(self.fields["map"])
+            operations = load_json(self.fields["operations"], "`operations`")
+            mapping = load_json(self.fields["map"], "`map`")
         except (KeyError, ValueError):
             raise BadUserInput("`operations` and `map` must be JSON.") from None
         if not isinstance(operations, dict) or not isinstance(mapping, dict):

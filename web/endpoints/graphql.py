@@ -7,7 +7,6 @@ JSON error with a code.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -24,6 +23,7 @@ from schema.app_schema import build_schema
 from schema.context import Context
 from storage.models import Company
 from web.access import request_ip
+from web.json_body import load_json
 from web.multipart import handle_multipart
 from web.responses import bad_request
 
@@ -36,9 +36,8 @@ class GraphQLApp(GraphQL[Context, None]):
     def __init__(self, settings: Settings) -> None:
         super().__init__(
             build_schema(production=settings.is_production),
-            # The page itself is static and reveals nothing; in production only staff
-            # may introspect, so only staff get a working GraphiQL.
-            graphql_ide="graphiql",
+            # Strawberry's page loads GraphiQL from a CDN; ours is web/endpoints/graphiql.py.
+            graphql_ide=None,
             allow_queries_via_get=False,
             # Multipart requests never reach strawberry: it would spool files to disk.
             multipart_uploads_enabled=False,
@@ -83,10 +82,9 @@ class GraphQLEndpoint:
             return
         if request.method == "POST":
             body = await request.body()
-            if not _is_json_object(body):
-                await bad_request("The body must be a JSON object with a `query`.")(
-                    scope, receive, send
-                )
+            problem = _json_object_problem(body)
+            if problem:
+                await bad_request(problem)(scope, receive, send)
                 return
             receive = _replay(body)
         await self.graphql(scope, receive, _coded_errors(send))
@@ -106,11 +104,14 @@ def bearer_token(header: str | None) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def _is_json_object(body: bytes) -> bool:
+def _json_object_problem(body: bytes) -> str | None:
     try:
-        return isinstance(json.loads(body), dict)
+        value = load_json(body)
+    except DomainError as error:  # nested too deeply
+        return error.message
     except ValueError:
-        return False
+        value = None
+    return None if isinstance(value, dict) else "The body must be a JSON object with a `query`."
 
 
 def _replay(body: bytes) -> Receive:
