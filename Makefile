@@ -65,8 +65,7 @@ peers:
 	      || echo "note: could not install strace; the no-file-write trace test will be skipped"; \
 	  else echo "note: strace not installed; the no-file-write trace test will be skipped"; fi; }
 
-# Load generators and the load balancer of the benchmarks (bench/pages.py drives wrk,
-# bench/scaleout.py can put haproxy in front); best effort like `peers`.
+# The load generator of bench/pages.py (Debian's wrk); best effort like `peers`.
 bench-peers:
 	@command -v wrk >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -92,6 +91,8 @@ lint: $(DEV_STAMP)
 bench: $(DEV_STAMP) peers bench-peers
 	$(BIN)/python bench/api.py
 	$(BIN)/python bench/pages.py
+	$(BIN)/python bench/page_scale.py
+	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/load.py
