@@ -14,9 +14,10 @@ import time
 import uuid
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from runtime.logs import request_id_var
+from web.middleware.base import HttpMiddleware
 
 HEADER = "X-Request-ID"
 _ACCEPTED = re.compile(r"[A-Za-z0-9._:-]{8,64}")
@@ -34,17 +35,13 @@ def route_of(path: str) -> str:
         return path
     if path.startswith("/files/"):
         return "/files/{token}"
+    if path.startswith("/graphiql"):
+        return "/graphiql"
     return "other"
 
 
-class RequestId:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+class RequestId(HttpMiddleware):
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         offered = ""
         for name, value in scope.get("headers", ()):
             if name == b"x-request-id":
