@@ -96,6 +96,7 @@ bench: $(DEV_STAMP) peers bench-peers
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/load.py
+	$(BIN)/python bench/push.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -13,7 +13,7 @@ At each size, after `ANALYZE`: the customer's first page and staff's first page,
 endCursor } }`, and the customer's 10th page (walked by cursor), each asked
 `--requests` times in a row on one keep-alive connection (after 10 unrecorded);
 p50 and p99 in ms. At 1,000,000 the same is measured once more without the page
-indexes of migration 0003 (dropped, measured, created again), which is what the
+indexes of migration 0004 (dropped, measured, created again), which is what the
 table looked like before issue 14.
 
 Run: `.venv/bin/python bench/page_scale.py [--requests 200] [--sizes 1000,100000,1000000]`.
@@ -67,7 +67,7 @@ LOG_IN = (
     "{ logIn(email: $e, password: $p, otp: $o) { token } }"
 )
 OWN_MODELS = 1000
-# The indexes of storage/migrations/0003_page_indexes.py on model3d, as PostgreSQL names
+# The indexes of storage/migrations/0004_page_indexes.py on model3d, as PostgreSQL names
 # them is not known here: they are found by their columns.
 PAGE_INDEX_COLUMNS = ("company_id, created_at, id", "created_at, id")
 

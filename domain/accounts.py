@@ -11,7 +11,8 @@ from tortoise.exceptions import IntegrityError
 from tortoise.timezone import now
 from tortoise.transactions import in_transaction
 
-from domain import audit, passwords, policy, totp
+from domain import account_mail, audit, credentials, passwords, policy, totp
+from domain.account_mail import Outbox
 from domain.auth import IssuedSession, start_session
 from domain.enums import CompanyKind, Role
 from domain.errors import BadUserInput, Forbidden, NotFound
@@ -46,11 +47,20 @@ class IssuedInvitation:
 
 
 async def sign_up(
-    settings: Settings, limiter: RateLimiter, data: SignUp, ip: str | None
+    settings: Settings,
+    limiter: RateLimiter,
+    outbox: Outbox,
+    data: SignUp,
+    ip: str | None,
+    user_agent: str | None = None,
 ) -> IssuedSession:
-    """A new customer company with its first user as admin, in one transaction."""
+    """A new customer company with its first user as admin, in one transaction.
+
+    A taken address is refused (the answer carries a session, so that cannot be
+    hidden) but its owner is told by mail; tries per address are limited."""
     await limiter.hit("signup_ip", ip)
     email = clean_email(data.email)
+    await limiter.hit("signup_email", email)
     first_name = clean_name(data.first_name, "firstName")
     last_name = clean_name(data.last_name, "lastName")
     company_name = clean_name(data.company_name, "companyName", 200)
@@ -77,8 +87,10 @@ async def sign_up(
             )
             await audit.record("signup", actor_id=user.id, company_id=company.id, ip=ip)
     except IntegrityError:
+        await account_mail.enqueue(settings, outbox, "account_exists", email=email)
         raise _email_taken() from None
-    return await start_session(settings, user, ip)
+    await account_mail.enqueue(settings, outbox, "verify_email", user_id=user.id)
+    return await start_session(settings, user, ip, user_agent)
 
 
 def _email_taken() -> BadUserInput:
@@ -87,8 +99,12 @@ def _email_taken() -> BadUserInput:
     return BadUserInput("An account with this email already exists.", field="email")
 
 
-async def begin_totp_enrollment(settings: Settings, viewer: Viewer) -> totp.TotpSetup:
+async def begin_totp_enrollment(
+    settings: Settings, limiter: RateLimiter, viewer: Viewer, password: str | None
+) -> totp.TotpSetup:
     user = await User.get(id=viewer.user_id)
+    # A stolen token enrolling its own TOTP would lock the owner out (issue 10).
+    await credentials.require_fresh_proof(limiter, viewer, user, password)
     if user.mfa_enabled:
         raise BadUserInput("Two-factor authentication is already enabled.")
     secret = totp.new_secret()
@@ -103,6 +119,8 @@ async def begin_totp_enrollment(settings: Settings, viewer: Viewer) -> totp.Totp
 async def confirm_totp_enrollment(
     settings: Settings, limiter: RateLimiter, viewer: Viewer, code: str, ip: str | None
 ) -> None:
+    if viewer.api_token_id is not None:  # enrollment is a credential change (issue 10)
+        raise Forbidden("Credentials are changed from a logged-in session, never by API token.")
     await limiter.hit("otp_account", viewer.user_id)
     user = await User.get(id=viewer.user_id)
     if user.mfa_enabled:
@@ -133,6 +151,7 @@ async def create_company(
 async def invite_user(
     settings: Settings,
     limiter: RateLimiter,
+    outbox: Outbox,
     viewer: Viewer,
     email: str,
     role: str,
@@ -147,11 +166,11 @@ async def invite_user(
     if viewer.role != Role.STAFF and role != Role.CUSTOMER:
         raise Forbidden("Company admins may only invite customers.")
     _check_role_fits_company(role, company)
-    if await User.exists(email=address):
-        raise _email_taken()
+    # Whether the person has an account (elsewhere) is not the inviter's business: the
+    # invitation is made and mailed either way; accepting it is what refuses a taken address.
     token = new_token(INVITATION_PREFIX)
     expires_at = now() + timedelta(seconds=settings.invitation_ttl_seconds)
-    await Invitation.create(
+    invitation = await Invitation.create(
         token_hash=token_digest(settings.secret_key, token),
         email=address,
         role=role,
@@ -162,16 +181,35 @@ async def invite_user(
     await audit.record(
         "invitation.created", actor_id=viewer.user_id, company_id=company.id, ip=ip, role=role
     )
+    await account_mail.enqueue(
+        settings, outbox, "invitation", invitation_id=invitation.id, token=token
+    )
     return IssuedInvitation(token=token, expires_at=expires_at)
 
 
-async def _company_for_invitation(viewer: Viewer, company_id: UUID) -> Company:
+async def revoke_invitation(viewer: Viewer, email: str, company_id: str, ip: str | None) -> None:
+    """Withdraw the open invitations of an address to a company (their mails stop too)."""
+    address = clean_email(email)
+    company = await _company_for_invitation(
+        viewer, parse_id(company_id, "Company"), "Mutation.revokeInvitation"
+    )
+    deleted = await Invitation.filter(
+        email=address, company_id=company.id, accepted_at=None
+    ).delete()
+    if not deleted:
+        raise NotFound("No open invitation for this address.")
+    await audit.record("invitation.revoked", actor_id=viewer.user_id, company_id=company.id, ip=ip)
+
+
+async def _company_for_invitation(
+    viewer: Viewer, company_id: UUID, key: str = "Mutation.inviteUser"
+) -> Company:
     company = await Company.filter(policy.reach_filter("Company", viewer), id=company_id).first()
     if company is None:
         raise NotFound("Company not found.")
     subject = policy.Subject("Company", company.id, company_id=company.id)
     held = await policy.relations(viewer, subject, policy.no_providers)
-    if not policy.grants(policy.RULES["Mutation.inviteUser"], held):
+    if not policy.grants(policy.RULES[key], held):
         raise Forbidden("Only the company's admins may invite.")
     return company
 
@@ -192,6 +230,7 @@ async def accept_invitation(
     first_name: str,
     last_name: str,
     ip: str | None,
+    user_agent: str | None = None,
 ) -> IssuedSession:
     await limiter.hit("accept_invitation_ip", ip)
     first = clean_name(first_name, "firstName")
@@ -222,9 +261,11 @@ async def accept_invitation(
             await audit.record(
                 "invitation.accepted", actor_id=user.id, company_id=user.company_id, ip=ip
             )
+            # The invitation reached this mailbox: the address is verified.
+            await User.filter(id=user.id).update(email_verified_at=now())
     except IntegrityError:
         raise _email_taken() from None
-    return await start_session(settings, user, ip)
+    return await start_session(settings, user, ip, user_agent)
 
 
 async def create_staff(

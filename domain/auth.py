@@ -55,7 +55,9 @@ def viewer_for(user: User, *, session_id: int | None = None, api_token_id=None) 
     )
 
 
-async def start_session(settings: Settings, user: User, ip: str | None) -> IssuedSession:
+async def start_session(
+    settings: Settings, user: User, ip: str | None, user_agent: str | None = None
+) -> IssuedSession:
     token = new_token(SESSION_PREFIX)
     current = now()
     expires_at = current + timedelta(seconds=settings.session_absolute_seconds)
@@ -65,6 +67,7 @@ async def start_session(settings: Settings, user: User, ip: str | None) -> Issue
         last_seen_at=current,
         expires_at=expires_at,
         ip=ip,
+        user_agent=_agent(user_agent),
     )
     return IssuedSession(token=token, expires_at=expires_at, user=user, session_id=session.id)
 
@@ -76,12 +79,20 @@ async def log_in(
     password: str,
     otp: str | None,
     ip: str | None,
+    user_agent: str | None = None,
 ) -> IssuedSession:
     """Check password, then the second factor; the same error for every wrong credential."""
     await limiter.hit("login_ip", ip)
-    await limiter.hit("login_account", _email_key(email))
-    user = await User.get_or_none(email=_email_key(email), deleted_at=None)
+    account = _email_key(email)
+    # Only failures count (runtime/rate_limits.py): per (account, address), then per account.
+    pair = f"{account}|{ip}"
+    await limiter.refuse_if_exhausted("login_account_ip", pair)
+    user = await User.get_or_none(email=account, deleted_at=None)
+    if not (user is not None and ip is not None and await _known_address(settings, user, ip)):
+        await limiter.refuse_if_exhausted("login_account", account)
     if not await passwords.verify_password(user.password_hash if user else None, password):
+        await limiter.count("login_account_ip", pair)
+        await limiter.count("login_account", account)
         await audit.record("login.failed", actor_id=user.id if user else None, ip=ip)
         metrics.LOGIN_FAILURES.labels("password").inc()
         raise Unauthenticated("Wrong email or password.")
@@ -93,7 +104,20 @@ async def log_in(
         user.password_hash = await passwords.hash_password(password)
         await user.save(update_fields=["password_hash"])
     await audit.record("login", actor_id=user.id, company_id=user.company_id, ip=ip)
-    return await start_session(settings, user, ip)
+    return await start_session(settings, user, ip, user_agent)
+
+
+async def _known_address(settings: Settings, user: User, ip: str) -> bool:
+    """The account logged in from this address recently: its owner, most likely."""
+    since = now() - timedelta(days=settings.known_ip_days)
+    return await Session.exists(user_id=user.id, ip=ip, created_at__gte=since)
+
+
+def _agent(user_agent: str | None) -> str | None:
+    if not user_agent:
+        return None
+    printable = "".join(char for char in user_agent if char.isprintable())
+    return printable[:200] or None
 
 
 async def _check_second_factor(
@@ -132,17 +156,21 @@ async def authenticate(settings: Settings, token: str) -> tuple[Viewer, User]:
     raise Unauthenticated("The token is not valid.")
 
 
-async def _authenticate_session(settings: Settings, digest: str) -> tuple[Viewer, User]:
-    # The caller's company comes along: nearly every request reads it (issue 14).
-    session = await Session.get_or_none(token_hash=digest).select_related("user__company")
-    current = now()
-    if (
+def _session_alive(settings: Settings, session: Session | None, current: datetime) -> bool:
+    return not (
         session is None
         or session.revoked_at is not None
         or session.expires_at <= current
         or session.last_seen_at + timedelta(seconds=settings.session_idle_seconds) <= current
         or session.user.deleted_at is not None
-    ):
+    )
+
+
+async def _authenticate_session(settings: Settings, digest: str) -> tuple[Viewer, User]:
+    # The caller's company comes along: nearly every request reads it (issue 14).
+    session = await Session.get_or_none(token_hash=digest).select_related("user__company")
+    current = now()
+    if session is None or not _session_alive(settings, session, current):
         raise Unauthenticated("The session has expired; log in again.")
     if current - session.last_seen_at > _TOUCH_INTERVAL:
         await Session.filter(id=session.id).update(last_seen_at=current)
@@ -167,9 +195,29 @@ async def user_viewer(user_id: str) -> tuple[Viewer, User]:
     return viewer_for(user), user
 
 
+async def link_viewer(
+    settings: Settings, user_id: str, session_id: int | None, api_token_id: str | None
+) -> tuple[Viewer, User]:
+    """The viewer of a download link, only while the session or API token that
+    requested it still works (log-out, revocation and erasure end the link)."""
+    gone = NotFound("This download link is not valid or has expired.")
+    if session_id is not None:
+        session = await Session.get_or_none(id=session_id, user_id=user_id).select_related("user")
+        if session is None or not _session_alive(settings, session, now()):
+            raise gone
+        return viewer_for(session.user, session_id=session.id), session.user
+    token = await ApiToken.get_or_none(
+        id=api_token_id, user_id=user_id, revoked_at=None
+    ).select_related("user")
+    if token is None or token.user.deleted_at is not None:
+        raise gone
+    return viewer_for(token.user, api_token_id=token.id), token.user
+
+
 async def create_api_token(
     settings: Settings, viewer: Viewer, name: str, ip: str | None
 ) -> tuple[ApiToken, str]:
+    """Call it after credentials.require_fresh_proof: never from an API token."""
     label = clean_name(name, "name", 100)
     token = new_token(API_TOKEN_PREFIX)
     row = await ApiToken.create(

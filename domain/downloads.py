@@ -26,6 +26,7 @@ from domain.errors import NotFound
 from domain.model_files import find_model_for, subject_of
 from domain.policy import Access
 from domain.secrets_box import derive_key
+from domain.validation import visible_name
 from runtime.settings import Settings
 from storage.crypto import KeyRing, WrappedKey, decrypt_stream, unwrap
 from storage.models import Model3D
@@ -50,9 +51,17 @@ async def request_download(
 ) -> DownloadLink:
     model = await find_model_for(access, "Mutation.requestDownload", model_id)
     expires = int(time.time()) + settings.download_link_seconds
+    viewer = access.viewer
+    # Bound to the session or API token that asked: log-out or revocation ends the link.
+    credential: dict[str, object] = (
+        {"sid": viewer.session_id}
+        if viewer.session_id is not None
+        else {"tid": str(viewer.api_token_id)}
+    )
     claims = {
         "sub": str(model.id),
         "uid": str(access.viewer.user_id),
+        **credential,
         "aud": _AUDIENCE,
         "exp": expires,
         "jti": uuid.uuid4().hex,
@@ -74,6 +83,8 @@ class LinkClaims:
     model_id: str
     user_id: str
     jti: str
+    session_id: int | None = None
+    api_token_id: str | None = None
 
 
 def verify_link(settings: Settings, token: str) -> LinkClaims:
@@ -84,7 +95,16 @@ def verify_link(settings: Settings, token: str) -> LinkClaims:
             exp={"essential": True}, aud={"essential": True, "value": _AUDIENCE}
         ).validate(decoded.claims)
         claims = decoded.claims
-        return LinkClaims(str(claims["sub"]), str(claims["uid"]), str(claims["jti"]))
+        session_id, token_id = claims.get("sid"), claims.get("tid")
+        if (session_id is None) == (token_id is None):  # exactly one credential
+            raise ValueError("unbound link")
+        return LinkClaims(
+            str(claims["sub"]),
+            str(claims["uid"]),
+            str(claims["jti"]),
+            int(session_id) if session_id is not None else None,
+            str(token_id) if token_id is not None else None,
+        )
     except (JoseError, KeyError, ValueError, TypeError):
         raise NotFound("This download link is not valid or has expired.") from None
 
@@ -117,8 +137,22 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield chunk
 
 
+async def byte_range(stream: AsyncIterator[bytes], start: int, end: int) -> AsyncIterator[bytes]:
+    """Bytes start..end (inclusive) of the plaintext. The cipher is a chunked AEAD stream,
+    so earlier chunks are decrypted (and authenticated) and dropped, never sent."""
+    position = 0
+    async for chunk in stream:
+        chunk_end = position + len(chunk)
+        if chunk_end > start:
+            yield chunk[max(0, start - position) : end + 1 - position]
+        position = chunk_end
+        if position > end:
+            return
+
+
 def content_disposition(file_name: str) -> str:
     """RFC 6266: an ASCII fallback without quotes or separators, and the UTF-8 name."""
+    file_name = visible_name(file_name)  # names stored before uploads cleaned them too
     ascii_name = unicodedata.normalize("NFKD", file_name).encode("ascii", "ignore").decode()
     ascii_name = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_name).strip("._") or "model"
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(file_name, safe='')}"

@@ -46,6 +46,11 @@ class MfaRequired(DomainError):
     default_message = "A valid one-time code is required."
 
 
+class ReauthRequired(DomainError):
+    code = "REAUTH_REQUIRED"
+    default_message = "Confirm your password (or log in again) to change credentials."
+
+
 class RateLimited(DomainError):
     code = "RATE_LIMITED"
     default_message = "Too many attempts; try again later."
@@ -81,6 +86,7 @@ ERROR_CODES = frozenset(
         NotFound,
         BadUserInput,
         MfaRequired,
+        ReauthRequired,
         RateLimited,
         PayloadTooLarge,
         UnsupportedFormat,

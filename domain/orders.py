@@ -136,6 +136,7 @@ async def assign_order(
     changed = await _move(access, order, OrderStatus.ASSIGNED, None, ip, provider_id=provider.id)
     # Whatever this request computed about the order's holders is now out of date.
     access.forget(subject_of(order))
+    access.forget_model(order.model_id)
     return changed
 
 
@@ -148,7 +149,11 @@ async def update_status(
     order_states.check(order.status, OrderStatus(status), actor)
     # The response is answered with the rights the caller acted with: a provider that
     # just declined or delivered still sees the order it changed, not afterwards.
-    return await _move(access, order, OrderStatus(status), text, ip)
+    moved = await _move(access, order, OrderStatus(status), text, ip)
+    # ...but what follows in the same document is answered with the new rights: a
+    # provider that declined gets no download link for the model any more (issue 10).
+    access.forget_model(order.model_id)
+    return moved
 
 
 def history_for(events: Sequence[OrderEvent], actor: Actor) -> list[OrderEvent]:

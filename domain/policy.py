@@ -189,6 +189,20 @@ RULES: dict[str, frozenset[Rel]] = {
     # Connections only carry objects whose own fields are checked.
     "*Connection.*": _rules(E),
     "*Edge.*": _rules(E),
+    # Accounts (issue 10). Credential changes also refuse API tokens and stale sessions
+    # (domain/credentials.py); a user's sessions and tokens are their own business only.
+    "Mutation.changePassword": _rules(A),
+    "Mutation.requestPasswordReset": _rules(E),
+    "Mutation.resetPassword": _rules(E),
+    "Mutation.verifyEmail": _rules(E),
+    "Mutation.revokeSession": _rules(A),
+    "Mutation.revokeInvitation": _rules(ADMIN, S),
+    "Mutation.regenerateRecoveryCodes": _rules(A),
+    "User.sessions": _rules(SELF),
+    "User.apiTokens": _rules(SELF),
+    "User.emailVerified": _rules(SELF),
+    "Session.*": _rules(E),
+    "ApiTokenInfo.*": _rules(E),
 }
 
 # Whom an object exists for. Anyone else is told it does not exist (NOT_FOUND / null),
@@ -383,11 +397,16 @@ class Access:
     """One caller's view of the policy for one request: relations computed once per object."""
 
     def __init__(
-        self, viewer: Viewer, providers_of_model: ProvidersOfModel, ip: str | None = None
+        self,
+        viewer: Viewer,
+        providers_of_model: ProvidersOfModel,
+        ip: str | None = None,
+        forget_providers: Callable[[UUID], object] | None = None,
     ) -> None:
         self.viewer = viewer
         self.ip = ip
         self._providers_of_model = providers_of_model
+        self._forget_providers = forget_providers
         self._cache: dict[tuple[str, UUID], frozenset[Rel]] = {}
 
     async def relations_to(self, subject: Subject) -> frozenset[Rel]:
@@ -429,6 +448,15 @@ class Access:
     def forget(self, subject: Subject) -> None:
         """Drop a cached answer after the object's owners changed (e.g. an order reassigned)."""
         self._cache.pop((subject.kind, subject.id), None)
+
+    def forget_model(self, model_id: UUID | None) -> None:
+        """Drop what this request knows of a model's rights after its orders' providers
+        changed (assigned, declined, delivered): the rest of the document sees the change."""
+        if model_id is None:
+            return
+        self._cache.pop(("Model", model_id), None)
+        if self._forget_providers is not None:
+            self._forget_providers(model_id)
 
 
 async def record_denial(

@@ -19,14 +19,15 @@ from uuid import UUID
 from tortoise.timezone import now
 from tortoise.transactions import in_transaction
 
-from domain import audit, passwords, totp
-from domain.errors import BadUserInput, MfaRequired
+from domain import audit, credentials, totp
+from domain.errors import MfaRequired
 from domain.policy import Viewer
 from runtime.settings import Settings
 from storage.models import (
     ApiToken,
     AuditEvent,
     Comment,
+    Invitation,
     Model3D,
     Order,
     OrderEvent,
@@ -140,9 +141,7 @@ async def delete_my_account(
     """Re-authenticate, then anonymise the person in one transaction; sessions and
     tokens stop working at once."""
     user = await User.get(id=viewer.user_id)
-    await limiter.hit("login_account", user.email)
-    if not await passwords.verify_password(user.password_hash, password):
-        raise BadUserInput("The password is wrong.", field="password")
+    await credentials.require_fresh_proof(limiter, viewer, user, password)
     if user.mfa_enabled:
         await limiter.hit("otp_account", user.id)
         secret = totp.unseal_secret(settings.secret_key, user.totp_secret_sealed or "")
@@ -171,6 +170,8 @@ async def _anonymise(user: User) -> None:
     await Session.filter(user_id=user.id).delete()
     await ApiToken.filter(user_id=user.id).delete()
     await RecoveryCode.filter(user_id=user.id).delete()
+    # Open invitations the person sent go with them; their pending mails check and stop.
+    await Invitation.filter(invited_by_id=user.id, accepted_at=None).delete()
     await Model3D.filter(owner_id=user.id).update(upload_ip=None)
     await Comment.filter(author_id=user.id).update(ip=None)
     await Order.filter(customer_id=user.id).update(ip=None, shipping_address=ERASED_ADDRESS)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from domain import formats
 from domain.errors import BadUserInput, PayloadTooLarge
-from domain.validation import clean_name
+from domain.validation import clean_name, visible_name
 from storage.crypto import KeyRing, encrypt_stream, new_data_key
 from storage.objects import ObjectStore
 
@@ -37,7 +37,9 @@ class StoredUpload:
 
 def safe_file_name(raw: str | None) -> str:
     """The name to show: no directories, no control characters, bounded length."""
-    base = posixpath.basename((raw or "").replace("\\", "/")).strip()
+    # Bidi overrides (U+202E) and other invisible format characters are dropped, so a
+    # name shows as what it is.
+    base = visible_name(posixpath.basename((raw or "").replace("\\", "/"))).strip()
     if not base or base in (".", ".."):
         raise BadUserInput("The file needs a name.", field="file")
     return clean_name(base[-255:], "file", 255)

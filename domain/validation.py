@@ -37,6 +37,15 @@ def clean_text(value: Any, field: str, *, max_length: int, required: bool = True
     return text
 
 
+_HIDDEN = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def visible_name(text: str) -> str:
+    """Without control, bidi-override (U+202E makes `exe.stl` show as `lts.exe`) and other
+    invisible format characters: what a person reads is what the name is."""
+    return "".join(char for char in text if unicodedata.category(char) not in _HIDDEN)
+
+
 def clean_name(value: Any, field: str, max_length: int = 100) -> str:
     text = clean_text(value, field, max_length=max_length)
     assert text is not None

@@ -38,9 +38,10 @@ from taskiq.receiver import Receiver
 from taskiq_redis import RedisStreamBroker
 from tortoise.timezone import now as utc_now
 
-from domain import maintenance
+from domain import account_mail, maintenance
 from domain.analysis_job import AnalysisJob, JobLimits, stranded
 from domain.enums import AnalysisStatus
+from runtime.mailer import Mailer, MailError
 from runtime.settings import Settings, SettingsError
 from storage import db
 from storage.crypto import KeyRing
@@ -50,6 +51,7 @@ from storage.objects import ObjectStore
 log = logging.getLogger("printvault.jobs")
 
 TASK_NAME = "printvault.analyse_model"
+MAIL_TASK_NAME = "printvault.account_mail"
 DEFAULT_QUEUE = "printvault:analysis"
 CONSUMER_GROUP = "printvault-workers"
 
@@ -66,6 +68,8 @@ class JobOptions:
     sweep_batch: int = 200
     # The stream is trimmed to about this many entries (Redis keeps acked ones).
     stream_max_len: int = 100_000
+    # Waits between tries of a mail the SMTP server did not take (about 3 h in all).
+    mail_retry_delays_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0)
 
 
 class JobQueue:
@@ -80,8 +84,10 @@ class JobQueue:
         store: ObjectStore,
         keyring: KeyRing,
         options: JobOptions | None = None,
+        mailer: Mailer | None = None,
     ) -> None:
         self.options = options or JobOptions(queue_name=settings.job_queue)
+        self.mailer = mailer
         self.settings, self.store, self.keyring = settings, store, keyring
         self.job = AnalysisJob(settings, store, keyring, self.options.limits)
         self._broker = _make_broker(settings, self.options, self.job.lease_s)
@@ -99,6 +105,12 @@ class JobQueue:
                     await self.job.run(UUID(model_id))
 
         self._task = self._broker.register_task(analyse_model, task_name=TASK_NAME)
+
+        async def account_mail(sealed: str) -> None:
+            with self._tracked():
+                await self._deliver_mail(sealed)
+
+        self._mail_task = self._broker.register_task(account_mail, task_name=MAIL_TASK_NAME)
 
     @property
     def in_process(self) -> bool:
@@ -136,6 +148,42 @@ class JobQueue:
             self._spawn(self._kick(model_id))
             return
         await self._kick(model_id)
+
+    async def enqueue_mail(self, sealed: str) -> None:
+        """Queue an account mail (domain/account_mail.py); never raises for the broker."""
+        if self.in_process:
+            self._spawn(self._kick_mail(sealed))
+            return
+        await self._kick_mail(sealed)
+
+    async def _kick_mail(self, sealed: str) -> None:
+        try:
+            await self._mail_task.kiq(sealed=sealed)
+        except SendTaskError as error:
+            log.warning("could not enqueue a mail (%s)", error.__cause__ or error)
+
+    async def _deliver_mail(self, sealed: str) -> None:
+        """Prepare once, then try to send, waiting between tries while it may help."""
+        delivery = account_mail.Delivery(self.settings, sealed)
+        if self.mailer is None:
+            log.info("mail %s not sent: mail is off (SMTP_URL unset)", delivery.kind)
+            return
+        if not await delivery.prepare():
+            return
+        delays = self.options.mail_retry_delays_s
+        for attempt in range(len(delays) + 1):
+            if not await delivery.still_wanted():
+                log.info("mail %s dropped: no longer wanted", delivery.kind)
+                return
+            try:
+                await delivery.send(self.mailer)
+                return
+            except MailError as error:
+                if not error.retryable or attempt == len(delays):
+                    log.warning("mail %s given up: %s", delivery.kind, error)
+                    return
+                log.info("mail %s try %d failed (%s); retrying", delivery.kind, attempt + 1, error)
+                await asyncio.sleep(delays[attempt])
 
     async def consume(self, stop: asyncio.Event) -> None:
         """Run jobs from the broker and the recovery sweep until `stop` is set."""
@@ -267,11 +315,11 @@ async def run_worker(
             "the worker needs JOB_BROKER_URL (redis://...); "
             "without it the server runs analysis jobs itself"
         )
-    from runtime.services import key_ring, object_store  # services imports this module
+    from runtime.services import key_ring, mailer_for, object_store  # services imports us
 
     store = store or object_store(settings)
     keyring = key_ring(settings)
-    queue = JobQueue(settings, store, keyring, options)
+    queue = JobQueue(settings, store, keyring, options, mailer_for(settings))
     # Migrations are the server's (or `server.py migrate`'s) job, not the worker's.
     await db.connect(settings.database_url, apply_migrations=False)
     stop = asyncio.Event()

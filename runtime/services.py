@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain.secrets_box import derive_key
 from runtime.jobs import JobOptions, JobQueue
+from runtime.mailer import Mailer, make_mailer
 from runtime.rate_limits import RateLimiter
 from runtime.settings import Settings
 from storage.crypto import KeyRing
@@ -34,6 +36,17 @@ def object_store(settings: Settings) -> ObjectStore:
     )
 
 
+def mailer_for(settings: Settings) -> Mailer | None:
+    """SMTP_URL's transport; None (mail off) in production without it."""
+    return make_mailer(
+        settings.smtp_url,
+        settings.mail_from,
+        settings.link_base,
+        settings.is_production,
+        hash_key=derive_key(settings.secret_key, b"mail-log"),
+    )
+
+
 def key_ring(settings: Settings) -> KeyRing:
     """The master keys of the settings; the first one wraps new data keys."""
     return KeyRing(settings.master_keys, settings.active_key_id)
@@ -47,7 +60,7 @@ async def open_services(settings: Settings, *, job_options: JobOptions | None = 
     """
     store = object_store(settings)
     keyring = key_ring(settings)
-    jobs = JobQueue(settings, store, keyring, job_options)
+    jobs = JobQueue(settings, store, keyring, job_options, mailer_for(settings))
     try:
         await jobs.start()
     except BaseException:

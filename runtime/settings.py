@@ -198,6 +198,14 @@ class Settings:
     job_queue: str = env("JOB_QUEUE", "printvault:analysis")
     # GraphiQL's page (`on`/`off`); unset: on, except in production (README).
     graphiql_switch: bool | None = env("GRAPHIQL", None, _switch)
+    # An address the account logged in from within this many days is not held back by
+    # the per-account log-in limit (runtime/rate_limits.py), only by the per-address one.
+    known_ip_days: int = env("KNOWN_IP_DAYS", 30, _int)
+    # E-mail (runtime/mailer.py): unset SMTP_URL logs mails in development and turns mail
+    # features off in production. PUBLIC_URL is the base of links in mails.
+    smtp_url: str = env("SMTP_URL", "", secret=True)  # may carry the SMTP password
+    mail_from: str = env("MAIL_FROM", "printvault@localhost.localdomain")
+    public_url: str = env("PUBLIC_URL", "")
 
     @property
     def is_production(self) -> bool:
@@ -206,6 +214,11 @@ class Settings:
     @property
     def graphiql(self) -> bool:
         return not self.is_production if self.graphiql_switch is None else self.graphiql_switch
+
+    @property
+    def link_base(self) -> str:
+        """PUBLIC_URL, or this server's own address (API.md: default http://HOST:PORT)."""
+        return self.public_url or f"http://{self.host}:{self.port}"
 
     @property
     def active_key_id(self) -> str:

@@ -63,6 +63,7 @@ class User(OrmModel):
     created_at = fields.DatetimeField(auto_now_add=True)
     signup_ip = fields.CharField(max_length=45, null=True)
     deleted_at = fields.DatetimeField(null=True)
+    email_verified_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "app_user"
@@ -93,6 +94,7 @@ class Session(OrmModel):
     expires_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)
     ip = fields.CharField(max_length=45, null=True)
+    user_agent = fields.CharField(max_length=200, null=True)
 
     class Meta:
         table = "session"
@@ -304,3 +306,22 @@ class MaintenanceRun(OrmModel):
 
     class Meta:
         table = "maintenance_run"
+
+
+class AccountToken(OrmModel):
+    """A one-time token mailed to a user (password reset, e-mail verification): only its
+    keyed digest is stored; `used_at` makes it single-use."""
+
+    id = _uuid_pk()
+    purpose = fields.CharField(max_length=16)
+    token_hash = fields.CharField(max_length=64, unique=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="account_tokens", on_delete=fields.CASCADE
+    )
+    user_id: UUID
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "account_token"

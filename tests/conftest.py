@@ -24,6 +24,7 @@ import httpx
 import pytest
 from tortoise import Tortoise, connections
 
+from runtime.jobs import JobOptions
 from runtime.services import close_services, open_services
 from runtime.settings import Settings
 from storage import db
@@ -106,6 +107,7 @@ TABLES = [
     "comment",
     "model_metadata",
     "model3d",
+    "account_token",
     "recovery_code",
     "session",
     "api_token",
@@ -128,10 +130,10 @@ async def database(_connected: str) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Api]:
+async def serving(settings: Settings, job_options: JobOptions | None = None) -> AsyncIterator[Api]:
     """The app with its services (httpx does not run the lifespan; this does its part)."""
     app = create_app(settings)
-    app.state.services = await open_services(settings)
+    app.state.services = await open_services(settings, job_options=job_options)
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -143,6 +143,8 @@ def _selection(field: str) -> str:
         "shippingAddress": "{ city }",
         "billingAddress": "{ city }",
         "history": "{ status }",
+        "sessions": "{ id }",
+        "apiTokens": "{ name }",
         "by": "{ id }",
         "actor": "{ id }",
     }
@@ -436,6 +438,26 @@ def _operations(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
             "mutation($o: ID!) { updateOrderStatus(orderId: $o, status: DELIVERED) { id } }",
             {"o": order},  # an invalid step from ASSIGNED for everyone: nothing changes
         ),
+        # Accounts (issue 10): each refused as input, so nothing changes.
+        "Mutation.changePassword": (
+            'mutation { changePassword(currentPassword: "wrong password 99", newPassword: "x") }',
+            {},
+        ),
+        "Mutation.requestPasswordReset": ('mutation { requestPasswordReset(email: "bad") }', {}),
+        "Mutation.resetPassword": (
+            'mutation { resetPassword(token: "x", newPassword: "x") { token } }',
+            {},
+        ),
+        "Mutation.verifyEmail": ('mutation { verifyEmail(token: "x") }', {}),
+        "Mutation.revokeSession": ('mutation { revokeSession(id: "0") }', {}),
+        "Mutation.revokeInvitation": (
+            'mutation($c: ID!) { revokeInvitation(email: "bad", companyId: $c) }',
+            {"c": company_a},
+        ),
+        "Mutation.regenerateRecoveryCodes": (
+            'mutation { regenerateRecoveryCodes(password: "wrong password 99", otp: "000000") }',
+            {},
+        ),
     }
 
 
@@ -501,6 +523,11 @@ CONTRACT = {
     "OrderEvent.ip": {Rel.STAFF},
     "AuditEvent.ip": {Rel.STAFF},
     "Query.auditLog": {Rel.STAFF},
+    # Additions of 2026-11-30: "sessions apiTokens emailVerified ... # self only".
+    "User.sessions": {Rel.SELF},
+    "User.apiTokens": {Rel.SELF},
+    "User.emailVerified": {Rel.SELF},
+    "Mutation.revokeInvitation": {Rel.COMPANY_ADMIN, Rel.STAFF},
 }
 
 

@@ -67,6 +67,7 @@ async def test_every_error_code_is_from_the_contract() -> None:
         "UNSUPPORTED_FORMAT",
         "INVALID_TRANSITION",
         "INTERNAL",
+        "REAUTH_REQUIRED",  # additions of 2026-11-30
     }
     assert contract == ERROR_CODES
 

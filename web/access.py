@@ -7,6 +7,9 @@ happens.
 
 from __future__ import annotations
 
+from contextlib import suppress
+from uuid import UUID
+
 from starlette.requests import HTTPConnection
 
 from domain.policy import Access, Viewer
@@ -20,4 +23,10 @@ def request_ip(connection: HTTPConnection) -> str | None:
 
 def access_for(viewer: Viewer, ip: str | None, loaders: Loaders | None = None) -> Access:
     loaders = loaders or Loaders()
-    return Access(viewer, loaders.providers_of_model.load, ip=ip)
+    providers = loaders.providers_of_model
+
+    def forget(model_id: UUID) -> None:
+        with suppress(KeyError):  # strawberry's clear() raises for a key it never loaded
+            providers.clear(model_id)
+
+    return Access(viewer, providers.load, ip=ip, forget_providers=forget)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.types import Info
 
-from domain import accounts, auth, policy, privacy
+from domain import account_mail, accounts, auth, credentials, policy, privacy
 from domain.pagination import DEFAULT_PAGE, paginate
 from schema.accounts.types import (
     AddressInput,
@@ -22,6 +22,11 @@ from schema.accounts.types import (
 from schema.connections import Connection, connection_from_page
 from schema.fields import guarded
 from storage.models import Company, User
+
+
+def _agent(info: Info) -> str | None:
+    request = info.context.request
+    return request.headers.get("user-agent") if request is not None else None
 
 
 def _payload(info: Info, issued: auth.IssuedSession) -> AuthPayload:
@@ -73,7 +78,9 @@ class Mutation:
             address=input.address.to_dict(),
             phone=input.phone,
         )
-        issued = await accounts.sign_up(ctx.settings, ctx.services.limiter, data, ctx.ip)
+        issued = await accounts.sign_up(
+            ctx.settings, ctx.services.limiter, ctx.services.jobs, data, ctx.ip, _agent(info)
+        )
         return _payload(info, issued)
 
     @guarded()
@@ -82,7 +89,7 @@ class Mutation:
     ) -> AuthPayload:
         ctx = info.context
         issued = await auth.log_in(
-            ctx.settings, ctx.services.limiter, email, password, otp, ctx.ip
+            ctx.settings, ctx.services.limiter, email, password, otp, ctx.ip, _agent(info)
         )
         return _payload(info, issued)
 
@@ -92,8 +99,13 @@ class Mutation:
         return True
 
     @guarded()
-    async def begin_totp_enrollment(self, info: Info) -> TotpSetupType:
-        setup = await accounts.begin_totp_enrollment(info.context.settings, info.context.viewer)
+    async def begin_totp_enrollment(
+        self, info: Info, password: str | None = None
+    ) -> TotpSetupType:
+        ctx = info.context
+        setup = await accounts.begin_totp_enrollment(
+            ctx.settings, ctx.services.limiter, ctx.viewer, password
+        )
         return TotpSetupType(
             secret=setup.secret,
             provisioning_uri=setup.provisioning_uri,
@@ -124,7 +136,14 @@ class Mutation:
     ) -> InvitationType:
         ctx = info.context
         issued = await accounts.invite_user(
-            ctx.settings, ctx.services.limiter, ctx.viewer, email, role, company_id, ctx.ip
+            ctx.settings,
+            ctx.services.limiter,
+            ctx.services.jobs,
+            ctx.viewer,
+            email,
+            role,
+            company_id,
+            ctx.ip,
         )
         return InvitationType(token=issued.token, expires_at=issued.expires_at)
 
@@ -134,13 +153,22 @@ class Mutation:
     ) -> AuthPayload:
         ctx = info.context
         issued = await accounts.accept_invitation(
-            ctx.settings, ctx.services.limiter, token, password, first_name, last_name, ctx.ip
+            ctx.settings,
+            ctx.services.limiter,
+            token,
+            password,
+            first_name,
+            last_name,
+            ctx.ip,
+            _agent(info),
         )
         return _payload(info, issued)
 
     @guarded(description="A token for partner tools; acts as its user. Shown once, stored hashed.")
-    async def create_api_token(self, info: Info, name: str) -> str:
+    async def create_api_token(self, info: Info, name: str, password: str | None = None) -> str:
         ctx = info.context
+        user = await User.get(id=ctx.viewer.user_id)
+        await credentials.require_fresh_proof(ctx.services.limiter, ctx.viewer, user, password)
         _, token = await auth.create_api_token(ctx.settings, ctx.viewer, name, ctx.ip)
         return token
 
@@ -161,3 +189,55 @@ class Mutation:
             ctx.settings, ctx.services.limiter, ctx.viewer, password, otp, ctx.ip
         )
         return True
+
+    @guarded(description="Change your password; ends your other sessions.")
+    async def change_password(
+        self, info: Info, current_password: str, new_password: str, otp: str | None = None
+    ) -> bool:
+        ctx = info.context
+        await credentials.change_password(
+            ctx.settings, ctx.services.limiter, ctx.viewer, current_password, new_password, otp,
+            ctx.ip,
+        )
+        return True
+
+    @guarded(description="Always true; a known address gets a one-time link valid 30 minutes.")
+    async def request_password_reset(self, info: Info, email: str) -> bool:
+        ctx = info.context
+        await account_mail.request_password_reset(
+            ctx.settings, ctx.services.limiter, ctx.services.jobs, email, ctx.ip
+        )
+        return True
+
+    @guarded(description="A new password with a mailed link; ends every session.")
+    async def reset_password(
+        self, info: Info, token: str, new_password: str, otp: str | None = None
+    ) -> AuthPayload:
+        ctx = info.context
+        issued = await account_mail.reset_password(
+            ctx.settings, ctx.services.limiter, token, new_password, otp, ctx.ip, _agent(info)
+        )
+        return _payload(info, issued)
+
+    @guarded()
+    async def verify_email(self, info: Info, token: str) -> bool:
+        ctx = info.context
+        await account_mail.verify_email(ctx.settings, ctx.services.limiter, token, ctx.ip)
+        return True
+
+    @guarded()
+    async def revoke_session(self, info: Info, id: strawberry.ID) -> bool:
+        await credentials.revoke_session(info.context.viewer, id, info.context.ip)
+        return True
+
+    @guarded()
+    async def revoke_invitation(self, info: Info, email: str, company_id: strawberry.ID) -> bool:
+        await accounts.revoke_invitation(info.context.viewer, email, company_id, info.context.ip)
+        return True
+
+    @guarded()
+    async def regenerate_recovery_codes(self, info: Info, password: str, otp: str) -> list[str]:
+        ctx = info.context
+        return await credentials.regenerate_recovery_codes(
+            ctx.settings, ctx.services.limiter, ctx.viewer, password, otp, ctx.ip
+        )

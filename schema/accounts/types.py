@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 import strawberry
 from strawberry.types import Info
 
+from domain import credentials
 from domain.enums import CompanyKind, Role
 from domain.policy import Subject
 from schema.fields import from_row, guarded
@@ -89,6 +90,53 @@ class UserType:
     mfa_enabled: bool = from_row("mfa_enabled")
     created_at: datetime = from_row("created_at")
     signup_ip: str | None = from_row("signup_ip")
+
+    # Self only (API.md additions). Nullable: a company admin reaches the user, not these.
+    @guarded()
+    async def sessions(self, info: Info) -> list[SessionType] | None:
+        ctx = info.context
+        rows = await credentials.live_sessions(ctx.settings, ctx.viewer, self.row.id)
+        return [SessionType.of(row) for row in rows]
+
+    @guarded()
+    async def api_tokens(self, info: Info) -> list[ApiTokenInfoType] | None:
+        rows = await credentials.live_api_tokens(self.row.id)
+        return [
+            ApiTokenInfoType(name=r.name, created_at=r.created_at, last_used_at=r.last_used_at)
+            for r in rows
+        ]
+
+    @guarded()
+    def email_verified(self) -> bool | None:
+        return self.row.email_verified_at is not None
+
+
+@strawberry.type(name="Session")
+class SessionType:
+    id: strawberry.ID = guarded()
+    created_at: datetime = guarded()
+    last_seen_at: datetime = guarded()
+    ip: str | None = guarded()
+    user_agent: str | None = guarded()
+    current: bool = guarded()
+
+    @classmethod
+    def of(cls, row: credentials.SessionInfo) -> SessionType:
+        return cls(
+            id=strawberry.ID(str(row.id)),
+            created_at=row.created_at,
+            last_seen_at=row.last_seen_at,
+            ip=row.ip,
+            user_agent=row.user_agent,
+            current=row.current,
+        )
+
+
+@strawberry.type(name="ApiTokenInfo")
+class ApiTokenInfoType:
+    name: str = guarded()
+    created_at: datetime = guarded()
+    last_used_at: datetime | None = guarded()
 
 
 @strawberry.type(name="Company")

@@ -6,7 +6,7 @@ from tortoise.migrations import operations as ops
 class Migration(migrations.Migration):
     """Issue 14: pages walk these indexes by keyset (created_at, id), newest first."""
 
-    dependencies = [('models', '0002_maintenance_and_sweep_index')]
+    dependencies = [('models', '0003_accounts')]
 
     initial = False
 
