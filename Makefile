@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.runtime-stamp
 DEV_STAMP := $(VENV)/.dev-stamp
 
-.PHONY: run test lint bench bench-previews setup peers assets browser clean
+.PHONY: run test lint bench bench-previews setup peers bench-peers assets browser clean
 
 setup: $(DEV_STAMP)
 
@@ -65,6 +65,14 @@ peers:
 	      || echo "note: could not install strace; the no-file-write trace test will be skipped"; \
 	  else echo "note: strace not installed; the no-file-write trace test will be skipped"; fi; }
 
+# The load generator of bench/pages.py (Debian's wrk); best effort like `peers`.
+bench-peers:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null) \
+	      || echo "note: could not install wrk; bench/pages.py will say SKIPPED"; \
+	  else echo "note: wrk not installed; bench/pages.py will say SKIPPED"; fi; }
+
 run: $(RUNTIME_STAMP) assets
 	$(BIN)/python server.py serve
 
@@ -80,8 +88,11 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-bench: $(DEV_STAMP) peers
+bench: $(DEV_STAMP) peers bench-peers
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/pages.py
+	$(BIN)/python bench/page_scale.py
+	$(BIN)/python bench/scaleout.py
 	$(BIN)/python bench/analysis.py
 	$(BIN)/python bench/upload.py
 	$(BIN)/python bench/load.py

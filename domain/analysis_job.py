@@ -45,6 +45,7 @@ from domain.analysis.errors import AnalysisFailed
 from domain.analysis.options import AnalysisOptions
 from domain.analysis.report import MeshReport
 from domain.analysis.sandbox import StreamAbandoned, StreamedAnalysis, run_isolated
+from runtime import metrics
 from runtime.settings import Settings
 from storage.crypto import KeyRing, WrappedKey, decrypt_stream, unwrap
 from storage.models import AnalysisStatus, Model3D, ModelMetadata
@@ -288,10 +289,14 @@ class AnalysisJob:
         if held is None:
             log.debug("model %s: nothing to do", model_id)
             return Outcome.DROPPED
-        try:
-            return await self._process(held, early)
-        except Exception as error:
-            return await self._settle_error(held, error)
+        outcome = ["error"]
+        with metrics.timed(metrics.ANALYSIS, outcome):
+            try:
+                result = await self._process(held, early)
+            except Exception as error:
+                result = await self._settle_error(held, error)
+            outcome[0] = str(result.value).lower()
+        return result
 
     async def _process(self, held: Claim, early: StreamedAnalysis | None = None) -> Outcome:
         model = held.model

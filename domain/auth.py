@@ -19,6 +19,7 @@ from domain.errors import BadUserInput, MfaRequired, NotFound, Unauthenticated
 from domain.policy import Viewer
 from domain.secrets_box import new_token, token_digest
 from domain.validation import clean_name
+from runtime import metrics
 from runtime.settings import Settings
 from storage.models import ApiToken, Session, User
 
@@ -93,6 +94,7 @@ async def log_in(
         await limiter.count("login_account_ip", pair)
         await limiter.count("login_account", account)
         await audit.record("login.failed", actor_id=user.id if user else None, ip=ip)
+        metrics.LOGIN_FAILURES.labels("password").inc()
         raise Unauthenticated("Wrong email or password.")
     assert user is not None
     if otp:
@@ -125,6 +127,7 @@ async def _check_second_factor(
     if not user.mfa_enabled and user.role != Role.STAFF:
         return
     if not otp or not user.totp_secret_sealed:
+        metrics.LOGIN_FAILURES.labels("otp_missing").inc()
         raise MfaRequired()
     if totp.looks_like_recovery_code(otp):
         accepted = await totp.consume_recovery_code(settings.secret_key, user, otp)
@@ -133,6 +136,7 @@ async def _check_second_factor(
         accepted = await totp.consume_code(user, secret, otp)
     if not accepted:
         await audit.record("login.otp_failed", actor_id=user.id, ip=ip)
+        metrics.LOGIN_FAILURES.labels("otp").inc()
         raise MfaRequired("The one-time code is wrong, expired or already used.")
 
 
@@ -163,7 +167,8 @@ def _session_alive(settings: Settings, session: Session | None, current: datetim
 
 
 async def _authenticate_session(settings: Settings, digest: str) -> tuple[Viewer, User]:
-    session = await Session.get_or_none(token_hash=digest).select_related("user")
+    # The caller's company comes along: nearly every request reads it (issue 14).
+    session = await Session.get_or_none(token_hash=digest).select_related("user__company")
     current = now()
     if session is None or not _session_alive(settings, session, current):
         raise Unauthenticated("The session has expired; log in again.")
@@ -173,7 +178,7 @@ async def _authenticate_session(settings: Settings, digest: str) -> tuple[Viewer
 
 
 async def _authenticate_api_token(digest: str) -> tuple[Viewer, User]:
-    token = await ApiToken.get_or_none(token_hash=digest).select_related("user")
+    token = await ApiToken.get_or_none(token_hash=digest).select_related("user__company")
     if token is None or token.revoked_at is not None or token.user.deleted_at is not None:
         raise Unauthenticated("The API token is not valid or was revoked.")
     current = now()

@@ -17,6 +17,7 @@ from tortoise.transactions import in_transaction
 
 from domain import audit, passwords, totp
 from domain.errors import BadUserInput, Forbidden, MfaRequired, NotFound, ReauthRequired
+from domain.ids import parse_row_id
 from domain.policy import Viewer
 from runtime.settings import Settings
 from storage.models import AccountToken, ApiToken, Session, User
@@ -149,10 +150,7 @@ async def live_api_tokens(user_id: object) -> list[ApiToken]:
 
 
 async def revoke_session(viewer: Viewer, session_id: object, ip: str | None) -> None:
-    try:
-        number = int(str(session_id))
-    except ValueError:
-        raise NotFound("Session not found.") from None
+    number = parse_row_id(session_id, "Session")
     revoked = await Session.filter(id=number, user_id=viewer.user_id, revoked_at=None).update(
         revoked_at=now()
     )

@@ -293,13 +293,11 @@ def may_attempt(rule: Iterable[Rel], viewer: Viewer) -> bool:
     return any(_POSSIBLE[rel](viewer) for rel in rule)
 
 
-async def relations(
-    viewer: Viewer, subject: Subject, providers_of_model: ProvidersOfModel
-) -> frozenset[Rel]:
-    """Every relation the caller has to the object."""
+def _local_relations(viewer: Viewer, subject: Subject) -> set[Rel]:
+    """Every relation decidable from the caller and the object alone (no database)."""
     held = {Rel.EVERYONE}
     if not viewer.authenticated:
-        return frozenset(held)
+        return held
     held.add(Rel.AUTHENTICATED)
     held |= {rel for rel in (Rel.CUSTOMER, Rel.PROVIDER, Rel.STAFF) if _POSSIBLE[rel](viewer)}
     same_company = subject.company_id is not None and subject.company_id == viewer.company_id
@@ -311,11 +309,35 @@ async def relations(
             held.add(Rel.COMPANY_ADMIN)
     if subject.kind in ("Model", "Comment", "Order") and same_company and viewer.role == "CUSTOMER":
         held.add(Rel.SAME_COMPANY)
-    if viewer.role == "PROVIDER" and viewer.company_id is not None:
-        if subject.kind == "Order" and subject.provider_id == viewer.company_id:
-            held.add(Rel.ASSIGNED_PROVIDER)
-        if subject.kind == "Model" and viewer.company_id in await providers_of_model(subject.id):
-            held.add(Rel.ASSIGNED_PROVIDER)
+    if (
+        viewer.role == "PROVIDER"
+        and viewer.company_id is not None
+        and subject.kind == "Order"
+        and subject.provider_id == viewer.company_id
+    ):
+        held.add(Rel.ASSIGNED_PROVIDER)
+    return held
+
+
+def _needs_lookup(viewer: Viewer, subject: Subject) -> bool:
+    """A provider asking about a model: whether it holds one of its orders is in the database."""
+    return viewer.role == "PROVIDER" and viewer.company_id is not None and subject.kind == "Model"
+
+
+def known_relations(viewer: Viewer, subject: Subject) -> frozenset[Rel] | None:
+    """`relations()` when it needs no lookup, else None (the caller awaits `relations()`)."""
+    if _needs_lookup(viewer, subject):
+        return None
+    return frozenset(_local_relations(viewer, subject))
+
+
+async def relations(
+    viewer: Viewer, subject: Subject, providers_of_model: ProvidersOfModel
+) -> frozenset[Rel]:
+    """Every relation the caller has to the object."""
+    held = _local_relations(viewer, subject)
+    if _needs_lookup(viewer, subject) and viewer.company_id in await providers_of_model(subject.id):
+        held.add(Rel.ASSIGNED_PROVIDER)
     return frozenset(held)
 
 
@@ -394,6 +416,16 @@ class Access:
         if key not in self._cache:
             self._cache[key] = await relations(self.viewer, subject, self._providers_of_model)
         return self._cache[key]
+
+    def known_relations_to(self, subject: Subject) -> frozenset[Rel] | None:
+        """The relations without awaiting: cached, or decidable without a lookup; else None."""
+        key = (subject.kind, subject.id)
+        held = self._cache.get(key)
+        if held is None:
+            held = known_relations(self.viewer, subject)
+            if held is not None:
+                self._cache[key] = held
+        return held
 
     async def can_reach(self, subject: Subject) -> bool:
         return grants(REACH[subject.kind], await self.relations_to(subject))

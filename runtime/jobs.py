@@ -91,7 +91,7 @@ class JobQueue:
         options: JobOptions | None = None,
         mailer: Mailer | None = None,
     ) -> None:
-        self.options = options or JobOptions()
+        self.options = options or JobOptions(queue_name=settings.job_queue)
         self.mailer = mailer
         self.settings, self.store, self.keyring = settings, store, keyring
         self.job = AnalysisJob(settings, store, keyring, self.options.limits)

@@ -17,6 +17,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from domain.errors import RateLimited
+from runtime import metrics
 
 log = logging.getLogger("printvault.rate_limits")
 
@@ -97,6 +98,7 @@ class RateLimiter:
         stats = await self.strategy.get_window_stats(item, rule, identifier)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         log.info("rate limit %s reached", rule)
+        metrics.RATE_LIMITED.labels(rule).inc()
         raise RateLimited(
             f"Too many attempts; try again in {retry_after} seconds.", retryAfter=retry_after
         )

@@ -188,6 +188,14 @@ class Settings:
     tls_certfile: str | None = env("TLS_CERTFILE", None)
     tls_keyfile: str | None = env("TLS_KEYFILE", None)
     materials: tuple[str, ...] = env("MATERIALS", DEFAULT_MATERIALS, _csv)
+    # Observability (issue 14). /metrics answers only with `Authorization: Bearer
+    # <METRICS_TOKEN>`; unset, it answers 404. Several processes on one host share
+    # their counters through PROMETHEUS_MULTIPROC_DIR (prometheus-client's own variable).
+    metrics_token: str = env("METRICS_TOKEN", "", secret=True)
+    prometheus_multiproc_dir: str = env("PROMETHEUS_MULTIPROC_DIR", "")
+    log_format: str = env("LOG_FORMAT", "json")  # json (one object a line) or text
+    # The Redis stream of analysis jobs; deployments sharing one Redis use their own.
+    job_queue: str = env("JOB_QUEUE", "printvault:analysis")
     # GraphiQL's page (`on`/`off`); unset: on, except in production (README).
     graphiql_switch: bool | None = env("GRAPHIQL", None, _switch)
     # An address the account logged in from within this many days is not held back by

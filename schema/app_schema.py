@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import strawberry
 from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
-from strawberry.extensions import (
-    AddValidationRules,
-    MaxAliasesLimiter,
-    MaxTokensLimiter,
-    QueryDepthLimiter,
-    SchemaExtension,
-)
+from strawberry.extensions import MaxAliasesLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.types import ExecutionContext
 
+from schema import permissions
+from schema.document_cache import DocumentCache
 from schema.errors import ErrorCodes
 from schema.limits import AbuseLimits
+from schema.observed import Observed
 from schema.root import Mutation, Query
 
 MAX_DEPTH = 10
@@ -25,18 +22,30 @@ MAX_ALIASES = 30
 MAX_TOKENS = 5000
 
 
-def build_schema(*, production: bool) -> strawberry.Schema:
+def build_schema(*, production: bool) -> QuietSchema:
+    # The limiters' rule classes are made once, here: strawberry's limiters create
+    # a new class per instance, and the validation cache is keyed by the rules.
+    rules = [
+        *QueryDepthLimiter(max_depth=MAX_DEPTH).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=MAX_ALIASES).validation_rules,
+        AbuseLimits,
+    ]
+    documents = DocumentCache()
     # Factories, not instances: strawberry builds fresh extensions for every request.
-    extensions = [
+    extensions: list[Callable[[], SchemaExtension]] = [
+        Observed,  # first: outermost, it sees the coded errors
         lambda: ErrorCodes(hide_suggestions=production),
-        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
-        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
-        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        lambda: AddValidationRules([AbuseLimits]),
     ]
     if production:
         extensions.append(IntrospectionForStaffOnly)
-    return QuietSchema(query=Query, mutation=Mutation, extensions=extensions)
+    # Last: it adds the limits' rules and caches by the rules the others added.
+    extensions.append(documents.extension(rules, max_tokens=MAX_TOKENS))
+    schema = QuietSchema(query=Query, mutation=Mutation, extensions=extensions)
+    if permissions.prepare(schema._schema):  # the fast policy path (schema/permissions.py)
+        schema = QuietSchema(query=Query, mutation=Mutation, extensions=extensions)
+    permissions.streamline(schema._schema)
+    schema.document_cache = documents
+    return schema
 
 
 class IntrospectionForStaffOnly(SchemaExtension):
@@ -55,6 +64,8 @@ class IntrospectionForStaffOnly(SchemaExtension):
 class QuietSchema(strawberry.Schema):
     """Strawberry logs every error with its trace; ErrorCodes already logs the
     unexpected ones, and a wrong password is not worth a stack trace."""
+
+    document_cache: DocumentCache | None = None
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None

@@ -9,6 +9,7 @@ from typing import Any
 from domain import policy
 from domain.errors import DomainError
 from domain.policy import ANONYMOUS, Subject, Viewer
+from runtime.logs import request_id_var
 from runtime.settings import Settings
 from schema.loaders import Loaders
 from storage.models import User
@@ -25,7 +26,9 @@ class Context:
     # need a caller then fail with it rather than acting anonymously.
     auth_error: DomainError | None = None
     ip: str | None = None
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    # The X-Request-ID of web/middleware/request_id.py (one id per request, in the
+    # logs, the response header and every error's extensions).
+    request_id: str = field(default_factory=lambda: request_id_var.get() or uuid.uuid4().hex[:16])
     request: Any = None
     response: Any = None
     loaders: Loaders = field(default_factory=Loaders)

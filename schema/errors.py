@@ -33,9 +33,14 @@ class ErrorCodes(MaskErrors):
         elif original is None or error.path is None:
             # Raised by GraphQL itself before execution (syntax, validation, variable
             # coercion): the message describes the client's own document and values.
-            return self._rebuild(error, self._client_message(error), {"code": "BAD_USER_INPUT"})
+            return self._rebuild_with_id(
+                error, self._client_message(error), {"code": "BAD_USER_INPUT"}
+            )
         described = describe(original, self._request_id())
-        return self._rebuild(error, described.message, described.extensions)
+        return self._rebuild_with_id(error, described.message, described.extensions)
+
+    def _rebuild_with_id(self, error: GraphQLError, message: str, extensions: dict) -> GraphQLError:
+        return self._rebuild(error, message, {**extensions, "requestId": self._request_id()})
 
     def _retry_after(self, error: DomainError) -> None:
         """RATE_LIMITED answers carry a Retry-After header, as HTTP clients expect."""

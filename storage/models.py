@@ -167,7 +167,13 @@ class Model3D(OrmModel):
     class Meta:
         table = "model3d"
         # The recovery sweep looks for stranded jobs by status and start time.
-        indexes = (("analysis_status", "analysis_started_at"),)
+        # Pages (issue 14): a company's models and everyone's (staff), newest first,
+        # walked by keyset on (created_at, id) without reading the table.
+        indexes = (
+            ("analysis_status", "analysis_started_at"),
+            ("company_id", "created_at", "id"),
+            ("created_at", "id"),
+        )
 
 
 class ModelMetadata(OrmModel):
@@ -210,6 +216,7 @@ class Comment(OrmModel):
 
     class Meta:
         table = "comment"
+        indexes = (("model_id", "created_at", "id"),)  # a model's comments, by keyset
 
 
 class Order(OrmModel):
@@ -244,6 +251,12 @@ class Order(OrmModel):
 
     class Meta:
         table = "print_order"
+        # Pages by keyset: a company's orders, a provider's, everyone's (staff).
+        indexes = (
+            ("company_id", "created_at", "id"),
+            ("provider_id", "created_at", "id"),
+            ("created_at", "id"),
+        )
 
 
 class OrderEvent(OrmModel):

@@ -26,12 +26,14 @@ from web.endpoints import graphiql
 from web.endpoints.downloads import download
 from web.endpoints.graphql import GraphQLEndpoint
 from web.endpoints.healthz import healthz
+from web.endpoints.metrics import metrics_endpoint
 from web.endpoints.previews import preview
 from web.middleware.body_limit import BodyLimit
 from web.middleware.client_ip import ClientIp
 from web.middleware.csrf import RequirePreflightHeader
 from web.middleware.early_close import EarlyClose
 from web.middleware.no_store import NoStore
+from web.middleware.request_id import RequestId
 from web.middleware.security_headers import SecurityHeaders
 from web.middleware.stray_cancellation import StrayCancellation
 from web.responses import error_json
@@ -52,20 +54,23 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await db.disconnect()
 
+    graphql = GraphQLEndpoint(settings)
     app = Starlette(
         routes=[
             Route(
                 "/graphql",
-                graphiql.redirect_browsers(GraphQLEndpoint(settings), settings),
+                graphiql.redirect_browsers(graphql, settings),
                 methods=["GET", "POST"],
             ),
             *graphiql.routes(settings),
             Route("/files/{token}", download, methods=["GET"]),
             Route("/previews/{token}", preview, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         middleware=[
             Middleware(EarlyClose),
+            Middleware(RequestId),  # every answer carries the id; one access line each
             Middleware(NoStore),
             Middleware(SecurityHeaders),
             Middleware(ClientIp, trusted_proxies=settings.trusted_proxies),
@@ -85,10 +90,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={Exception: _unexpected},
     )
     app.state.settings = settings
+    app.state.graphql_schema = graphql.graphql.schema
     app.state.services = None
     return app
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:
     """Last resort: still a JSON error with a code, and no trace for the client."""
-    return error_json(error, uuid.uuid4().hex[:16])
+    return error_json(error, request.scope.get("request_id") or uuid.uuid4().hex[:16])

@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
-import logging
+import os
 import sys
 
 import uvicorn
 
 from domain import key_rotation
 from domain.errors import DomainError
-from runtime import backups
+from runtime import backups, logs, metrics
 from runtime.jobs import run_worker
 from runtime.services import key_ring
 from runtime.settings import Settings, SettingsError, load_settings
@@ -32,6 +32,9 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         # The access log would print request paths; it is off so no token in a URL is logged.
         access_log=False,
+        # Logging is ours (runtime/logs.py: JSON with request ids); uvicorn's own
+        # configuration would add handlers of another shape.
+        log_config=None,
         proxy_headers=False,
         http=protocol_for(settings),  # h11 with header and body read deadlines
         ssl_certfile=settings.tls_certfile if tls else None,
@@ -115,10 +118,14 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(os.environ.get("LOG_FORMAT") or "json")  # before settings: their errors too
     try:
-        run(args, load_settings())
+        settings = load_settings()
+        logs.configure(settings.log_format)
+        run(args, settings)
     except (SettingsError, DomainError, BackupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        metrics.process_exited()
     return 0

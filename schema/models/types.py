@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, TypeAlias
 from uuid import UUID
@@ -78,6 +79,14 @@ class ModelMetadataType:
         return PrintabilityType(printable=self.row.printable, issues=issues)
 
 
+def _metadata_type(row: ModelMetadata | None) -> ModelMetadataType | None:
+    return ModelMetadataType(row=row) if row else None
+
+
+async def _metadata_later(loaded: Awaitable[ModelMetadata | None]) -> ModelMetadataType | None:
+    return _metadata_type(await loaded)
+
+
 @strawberry.type(name="Comment")
 class CommentType:
     row: strawberry.Private[Comment]
@@ -135,11 +144,15 @@ class ModelType:
     analysis_error: str | None = from_row("analysis_error")
 
     @guarded(description="Null until analysisStatus is DONE.")
-    async def metadata(self, info: Info) -> ModelMetadataType | None:
+    def metadata(self, info: Info) -> ModelMetadataType | None:
+        # Not `async`: a page loads its models' metadata at once (schema/models/
+        # operations.py), and then this answers without a coroutine per model.
         if self.row.analysis_status != AnalysisStatus.DONE:
             return None
-        row = await info.context.loaders.metadata.load(self.row.id)
-        return ModelMetadataType(row=row) if row else None
+        loaded = info.context.loaders.metadata.load(self.row.id)
+        if loaded.done():
+            return _metadata_type(loaded.result())
+        return _metadata_later(loaded)  # type: ignore[return-value]  # awaited by GraphQL
 
     @guarded()
     async def comments(

@@ -21,6 +21,7 @@ from domain.errors import DomainError, ServiceUnavailable
 from runtime.settings import Settings
 from schema.app_schema import build_schema
 from schema.context import Context
+from storage.models import Company
 from web.access import request_ip
 from web.json_body import load_json
 from web.multipart import handle_multipart
@@ -55,6 +56,7 @@ class GraphQLApp(GraphQL[Context, None]):
         if token:
             try:
                 context.set_viewer(*await auth.authenticate(self.settings, token))
+                _prime_company(context)
             except DomainError as error:
                 context.auth_error = error
             except Exception:  # the database is down: answer with a code, not a 500 page
@@ -86,6 +88,13 @@ class GraphQLEndpoint:
                 return
             receive = _replay(body)
         await self.graphql(scope, receive, _coded_errors(send))
+
+
+def _prime_company(context: Context) -> None:
+    """The caller's company was read with the session: the loader need not ask again."""
+    related = getattr(context.user, "company", None)
+    if isinstance(related, Company):
+        context.loaders.company.prime(related.id, related)
 
 
 def bearer_token(header: str | None) -> str | None:
