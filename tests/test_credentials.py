@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pyotp
+import pytest
 
 from domain import auth
 from storage.models import ApiToken, Invitation, Session
@@ -183,3 +184,13 @@ async def test_revoke_invitation(api: Api, customer: Caller) -> None:
     assert await api.error_code(revoke, {"e": "new.person@example.com", "c": company_id}, customer.token) == (
         "NOT_FOUND"
     )
+
+
+@pytest.mark.parametrize("session_id", ["9" * 30, str(2**63), "-1", "１２", "1e3", ""])
+async def test_revoke_session_with_an_id_no_row_can_have_is_not_found(
+    api: Api, customer: Caller, session_id: str
+) -> None:
+    """Found by the fuzzer: an id past SQLite's INTEGER range answered INTERNAL."""
+    assert await api.error_code(
+        "mutation($i: ID!) { revokeSession(id: $i) }", {"i": session_id}, customer.token
+    ) == "NOT_FOUND"
