@@ -186,7 +186,7 @@ async def test_revoke_invitation(api: Api, customer: Caller) -> None:
     )
 
 
-@pytest.mark.parametrize("session_id", ["9" * 30, str(2**63), "-1", "１２", "1e3", ""])
+@pytest.mark.parametrize("session_id", ["9" * 30, str(2**63), "-1", "\uff11\uff12", "1e3", ""])
 async def test_revoke_session_with_an_id_no_row_can_have_is_not_found(
     api: Api, customer: Caller, session_id: str
 ) -> None:
