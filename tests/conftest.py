@@ -92,6 +92,10 @@ def settings(data_dir: Path) -> Settings:
         # Previews are made by their own tests (test_preview_*.py, which turn them on):
         # every other upload would start a preview child for nothing.
         previews=False,
+        # Analysis while uploading is tested by its own file (test_analysis_stream.py,
+        # which turns it on): with it on in every app, the shutdown of the in-process
+        # app after a streamed upload was seen to stall (docs/status.md).
+        analyse_while_uploading=False,
     )
 
 
