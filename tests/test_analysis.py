@@ -697,8 +697,8 @@ def test_agrees_with_admesh(tmp_path):
     path = tmp_path / "peer.stl"
     path.write_bytes(gen.binary_stl(mesh))
     output = subprocess.run(
-        ["admesh", str(path)], capture_output=True, text=True, check=True
-    ).stdout
+        ["admesh", str(path)], capture_output=True, check=True
+    ).stdout.decode("utf-8", "replace")  # admesh echoes the 80-byte header: any bytes
     peer = _admesh_values(output)
     report = run(path.read_bytes())
     assert report.triangle_count == peer["facets"]
