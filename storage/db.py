@@ -10,14 +10,17 @@ import os
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate as run_migrations
+
+from storage.backends import ENGINES
 
 APP_LABEL = "models"
 
 
 def tortoise_config(database_url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": _normalise_url(database_url)},
+        "connections": {"default": _connection(database_url)},
         "apps": {
             APP_LABEL: {
                 "models": ["storage.models"],
@@ -28,6 +31,13 @@ def tortoise_config(database_url: str) -> dict[str, Any]:
         "use_tz": True,
         "timezone": "UTC",
     }
+
+
+def _connection(url: str) -> dict[str, Any]:
+    """Tortoise's reading of the URL, on our cancellation-safe engines (storage/backends)."""
+    expanded = expand_db_url(_normalise_url(url))
+    expanded["engine"] = ENGINES.get(expanded["engine"], expanded["engine"])
+    return expanded
 
 
 def _normalise_url(url: str) -> str:

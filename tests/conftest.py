@@ -13,6 +13,8 @@ import base64
 import logging
 import os
 import secrets
+import signal
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -92,10 +94,6 @@ def settings(data_dir: Path) -> Settings:
         # Previews are made by their own tests (test_preview_*.py, which turn them on):
         # every other upload would start a preview child for nothing.
         previews=False,
-        # Analysis while uploading is tested by its own file (test_analysis_stream.py,
-        # which turns it on): with it on in every app, the shutdown of the in-process
-        # app after a streamed upload was seen to stall (docs/status.md).
-        analyse_while_uploading=False,
     )
 
 
@@ -199,3 +197,22 @@ async def customer(api: Api):
 @pytest.fixture
 async def staff(api: Api):
     return await api.staff()
+
+
+
+def _dump_asyncio_tasks(signum: int, frame: object) -> None:
+    """`kill -USR1 <pytest pid>` prints every asyncio task's stack: a thread dump
+    (py-spy, pytest-timeout) only shows an idle event loop when a task waits
+    forever on a lock or a future, which is what a hang of this suite looks like."""
+    try:
+        tasks = asyncio.all_tasks(asyncio.get_running_loop())
+    except RuntimeError:
+        tasks = set()
+    print(f"=== {len(tasks)} asyncio task(s) ===", file=sys.stderr)
+    for task in tasks:
+        print("---", task, file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
+signal.signal(signal.SIGUSR1, _dump_asyncio_tasks)

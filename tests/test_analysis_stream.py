@@ -128,16 +128,6 @@ def test_streams_at_once_are_bounded(monkeypatch):
     assert again.future.result(timeout=60).volume == pytest.approx(6000, rel=1e-6)
 
 
-@pytest.fixture
-async def api(database: str, settings: Settings, tmp_path: Path):
-    """The in-process app with analysis while uploading on (the suite's default is off)."""
-    on = dataclasses.replace(
-        settings, analyse_while_uploading=True, storage_url=f"file://{tmp_path / 'objects'}"
-    )
-    async with serving(on) as app:
-        yield app
-
-
 # --- the job takes the streamed result (SQLite and PostgreSQL) ------------------------
 
 @pytest.fixture
