@@ -54,7 +54,3 @@ async def test_cancelling_a_transaction_at_any_point_leaves_the_database_usable(
     if BACKEND == "sqlite":
         raw = connections.get("default")._connection  # type: ignore[attr-defined]
         assert not raw.in_transaction
-    # A cancelled write either committed whole or left nothing: never a row
-    # that a later rollback of someone else's transaction would take away.
-    names = set(await Company.all().values_list("name", flat=True))
-    assert "after" in names
