@@ -199,7 +199,6 @@ async def staff(api: Api):
     return await api.staff()
 
 
-
 def _dump_asyncio_tasks(signum: int, frame: object) -> None:
     """`kill -USR1 <pytest pid>` prints every asyncio task's stack: a thread dump
     (py-spy, pytest-timeout) only shows an idle event loop when a task waits
