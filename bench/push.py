@@ -15,10 +15,13 @@ against loopback sockets and the local Redis (skipped, with the reason, when abs
    topics, memory per subscription by tracemalloc (Python heap of this process; the
    Redis server's own memory is not included).
 
-Not measured here (needs the API wiring): updateOrderStatus -> subscriber / webhook,
-and websocket connections per server.
+4./5. Through a real server process (bench/push_api.py): updateOrderStatus -> the
+   subscriber's websocket message and -> the webhook POST (p50/p99 over --events
+   changes), and --connections idle websocket subscriptions on one server (memory per
+   connection from the server's RSS).
 
-Run: `.venv/bin/python bench/push.py [--events 1000] [--subscriptions 10000]`.
+Run: `.venv/bin/python bench/push.py [--events 1000] [--subscriptions 10000]
+[--connections 1000]`.
 """
 
 from __future__ import annotations
@@ -184,7 +187,7 @@ async def redis_available() -> str | None:
     return None
 
 
-async def main(events: int, subscriptions: int) -> None:
+async def main(events: int, subscriptions: int, connections: int) -> None:
     print_machine()
     redis_problem = await redis_available()
     print(f"\n1. event bus: publish -> subscriber, {events} events one at a time")
@@ -214,10 +217,15 @@ async def main(events: int, subscriptions: int) -> None:
         finally:
             await bus.close()
 
+    from bench.push_api import end_to_end  # needs the API and a server process
+
+    await end_to_end(events, connections)
+
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1000)
     parser.add_argument("--subscriptions", type=int, default=10000)
+    parser.add_argument("--connections", type=int, default=1000)
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.events, arguments.subscriptions))
+    asyncio.run(main(arguments.events, arguments.subscriptions, arguments.connections))

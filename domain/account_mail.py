@@ -24,6 +24,7 @@ from domain.secrets_box import new_token, seal, token_digest, unseal
 from domain.validation import clean_email
 from runtime.settings import Settings
 from storage.models import AccountToken, Invitation, User
+from storage.queries import find_user_by_email
 
 if TYPE_CHECKING:
     from runtime.mailer import Mailer
@@ -149,7 +150,7 @@ class Delivery:
         await mailer.send(self.to, self.kind, **self.context)
 
     async def _prepare_password_reset(self) -> bool:
-        user = await User.get_or_none(email=self.payload["email"], deleted_at=None)
+        user = await find_user_by_email(self.payload["email"])
         if user is None:
             return False
         token = await _new_account_token(self.settings, user, "reset", RESET_MINUTES * 60)
@@ -165,7 +166,7 @@ class Delivery:
         return True
 
     async def _prepare_account_exists(self) -> bool:
-        user = await User.get_or_none(email=self.payload["email"], deleted_at=None)
+        user = await find_user_by_email(self.payload["email"])
         if user is None:
             return False
         self.to, self.context = user.email, {}

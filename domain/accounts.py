@@ -22,6 +22,7 @@ from domain.secrets_box import new_token, token_digest
 from domain.validation import clean_address, clean_email, clean_name, clean_phone
 from runtime.settings import Settings
 from storage.models import Company, Invitation, User
+from storage.queries import invitations_for_email
 
 if TYPE_CHECKING:  # the limiter is infrastructure; the rules only call hit()
     from runtime.rate_limits import RateLimiter
@@ -193,8 +194,8 @@ async def revoke_invitation(viewer: Viewer, email: str, company_id: str, ip: str
     company = await _company_for_invitation(
         viewer, parse_id(company_id, "Company"), "Mutation.revokeInvitation"
     )
-    deleted = await Invitation.filter(
-        email=address, company_id=company.id, accepted_at=None
+    deleted = await invitations_for_email(address).filter(
+        company_id=company.id, accepted_at=None
     ).delete()
     if not deleted:
         raise NotFound("No open invitation for this address.")

@@ -45,6 +45,7 @@ from domain.analysis.errors import AnalysisFailed
 from domain.analysis.options import AnalysisOptions
 from domain.analysis.report import MeshReport
 from domain.analysis.sandbox import StreamAbandoned, StreamedAnalysis, run_isolated
+from domain.part_facts import sealed_fields
 from runtime import metrics
 from runtime.settings import Settings
 from storage.crypto import KeyRing, WrappedKey, decrypt_stream, unwrap
@@ -206,13 +207,18 @@ async def release(held: Claim) -> bool:
     return await _held(held).update(analysis_status=PENDING, analysis_started_at=utc_now()) == 1
 
 
-async def record_done(held: Claim, report: MeshReport) -> bool:
-    """Store the metadata and mark DONE in one transaction, if the claim still holds."""
+async def record_done(
+    held: Claim, report: MeshReport, sealed: dict[str, bytes | None] | None = None
+) -> bool:
+    """Store the metadata (with the sealed hull and walls) and mark DONE in one
+    transaction, if the claim still holds."""
     async with in_transaction():
         if await _held(held).update(analysis_status=AnalysisStatus.DONE, analysis_error=None) != 1:
             return False
         await ModelMetadata.filter(model_id=held.model.id).delete()
-        await ModelMetadata.create(model_id=held.model.id, **_metadata_fields(report))
+        await ModelMetadata.create(
+            model_id=held.model.id, **_metadata_fields(report), **(sealed or {})
+        )
     return True
 
 
@@ -305,7 +311,9 @@ class AnalysisJob:
             report = await self._fetch_and_analyse(held)
             if report is None:
                 return Outcome.DROPPED
-        if not await self._retry(lambda: record_done(held, report)):
+        # The child only returns the hull and walls; sealing them is the parent's job.
+        sealed = sealed_fields(report, self.keyring, model)
+        if not await self._retry(lambda: record_done(held, report, sealed)):
             log.info("model %s: analysed, but deleted or taken over meanwhile", model.id)
             return Outcome.DROPPED
         log.info("model %s: analysis done", model.id)

@@ -22,6 +22,7 @@ from domain.validation import clean_name
 from runtime import metrics
 from runtime.settings import Settings
 from storage.models import ApiToken, Session, User
+from storage.queries import find_user_by_email
 
 if TYPE_CHECKING:  # the limiter is infrastructure; the rules only call hit()
     from runtime.rate_limits import RateLimiter
@@ -30,6 +31,8 @@ SESSION_PREFIX = "pvs"
 API_TOKEN_PREFIX = "pvt"  # noqa: S105 (a prefix, not a secret)
 # Writing last_seen_at on every request would turn reads into writes; a minute is precise enough.
 _TOUCH_INTERVAL = timedelta(seconds=60)
+# Known addresses are looked for among this many of the newest sessions (sealed IPs).
+KNOWN_ADDRESS_SESSIONS = 200
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,7 @@ async def log_in(
     # Only failures count (runtime/rate_limits.py): per (account, address), then per account.
     pair = f"{account}|{ip}"
     await limiter.refuse_if_exhausted("login_account_ip", pair)
-    user = await User.get_or_none(email=account, deleted_at=None)
+    user = await find_user_by_email(account)
     if not (user is not None and ip is not None and await _known_address(settings, user, ip)):
         await limiter.refuse_if_exhausted("login_account", account)
     if not await passwords.verify_password(user.password_hash if user else None, password):
@@ -110,7 +113,13 @@ async def log_in(
 async def _known_address(settings: Settings, user: User, ip: str) -> bool:
     """The account logged in from this address recently: its owner, most likely."""
     since = now() - timedelta(days=settings.known_ip_days)
-    return await Session.exists(user_id=user.id, ip=ip, created_at__gte=since)
+    # Session IPs are sealed (storage/sealed_fields.py): compared once opened, newest first.
+    recent = (
+        await Session.filter(user_id=user.id, created_at__gte=since)
+        .order_by("-created_at")
+        .limit(KNOWN_ADDRESS_SESSIONS)
+    )
+    return any(session.ip == ip for session in recent)
 
 
 def _agent(user_agent: str | None) -> str | None:

@@ -71,6 +71,13 @@ class InvalidTransition(DomainError):
     default_message = "This status change is not allowed."
 
 
+class NotPrintable(DomainError):
+    """An order or quote for a model that cannot be made in that material (API.md)."""
+
+    code = "NOT_PRINTABLE"
+    default_message = "The model cannot be printed in this material."
+
+
 class ServiceUnavailable(DomainError):
     """A dependency (database, object store) is down; the client may retry."""
 
@@ -91,6 +98,7 @@ ERROR_CODES = frozenset(
         PayloadTooLarge,
         UnsupportedFormat,
         InvalidTransition,
+        NotPrintable,
         DomainError,
     )
 )

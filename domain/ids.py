@@ -6,6 +6,16 @@ from uuid import UUID
 
 from domain.errors import NotFound
 
+NIL = UUID(int=0)
+
+
+def uuid_or_nil(value: object) -> UUID:
+    """A malformed id as the nil UUID, which names nothing (subscriptions: no refusal)."""
+    try:
+        return UUID(str(value))
+    except (ValueError, TypeError, AttributeError):
+        return NIL
+
 
 def parse_id(value: object, kind: str = "Object") -> UUID:
     try:

@@ -21,6 +21,7 @@ IP_COLUMNS = (
     (AuditEvent, "ip", "at"),
     (Session, "ip", "created_at"),
 )
+BATCH = 500
 
 
 def truncate(address: str) -> str:
@@ -34,16 +35,27 @@ def truncate(address: str) -> str:
 
 
 async def truncate_old_ips(retention_days: int) -> int:
-    """Truncate every full IP address older than the retention period; returns how many."""
+    """Truncate every full IP address older than the retention period; returns how many.
+
+    Addresses are sealed (storage/sealed_fields.py), so the database cannot tell
+    a full address from a network: old rows are opened here, in batches, and only
+    full addresses are re-sealed as their network."""
     cutoff = now() - timedelta(days=retention_days)
     changed = 0
     for model, ip_field, time_field in IP_COLUMNS:
         key = model._meta.pk_attr
-        rows = await model.filter(
-            **{f"{time_field}__lt": cutoff, f"{ip_field}__not_isnull": True}
-        ).exclude(**{f"{ip_field}__contains": "/"}).values_list(key, ip_field)
-        for row_id, address in rows:
-            changed += await model.filter(**{key: row_id, ip_field: address}).update(
-                **{ip_field: truncate(address)}
-            )
+        query = model.filter(**{f"{time_field}__lt": cutoff, f"{ip_field}__not_isnull": True})
+        last = None
+        while True:
+            page = query.filter(**{f"{key}__gt": last}) if last is not None else query
+            rows = await page.order_by(key).limit(BATCH).only(key, ip_field)
+            for row in rows:
+                address = getattr(row, ip_field)
+                if "/" not in address:
+                    setattr(row, ip_field, truncate(address))
+                    await row.save(update_fields=[ip_field])
+                    changed += 1
+            if len(rows) < BATCH:
+                break
+            last = getattr(rows[-1], key)
     return changed

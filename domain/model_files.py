@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
+from uuid import UUID
 
 from tortoise.transactions import in_transaction
 
 from domain import audit
 from domain.enums import AnalysisStatus
-from domain.errors import BadUserInput
+from domain.errors import BadUserInput, InvalidTransition
 from domain.lookups import authorized, reachable
+from domain.order_states import OrderStatus
 from domain.pagination import Page, paginate
 from domain.policy import Access, Subject, reach_filter
 from domain.uploads import StoredUpload
 from domain.validation import clean_name
-from storage.models import Model3D, ModelPreview
+from storage.models import Model3D, ModelPreview, Order
 from storage.objects import ObjectStore
 
 log = logging.getLogger("printvault.models")
+
+# Orders that no longer need their model (API.md: deleteModel is refused otherwise).
+CLOSED_STATUSES = (OrderStatus.DELIVERED, OrderStatus.DECLINED, OrderStatus.CANCELLED)
 
 
 def subject_of(model: Model3D) -> Subject:
@@ -79,6 +85,14 @@ async def delete_model(
     model = await find_model_for(access, "Mutation.deleteModel", model_id)
     preview = await ModelPreview.get_or_none(model_id=model.id)
     async with in_transaction():
+        # Checked inside the transaction that deletes: an order requested meanwhile
+        # either sees no model or keeps it.
+        if await Order.filter(model_id=model.id).exclude(status__in=CLOSED_STATUSES).exists():
+            raise InvalidTransition(
+                "The model has an open order; it can be deleted once every order of it "
+                "is delivered, declined or cancelled.",
+                reason="OPEN_ORDER",
+            )
         await Model3D.filter(id=model.id).delete()
         await audit.record(
             "model.deleted",
@@ -99,3 +113,16 @@ async def delete_model(
             await store.delete(key)
         except Exception:  # the row is gone; the orphan sweep will retry the object
             log.warning("model %s: object not deleted; left for the clean-up job", model.id)
+
+
+async def live_model(access: Access, message: dict[str, Any]) -> Model3D | None:
+    """The model an event-bus message names, if the caller may follow its analysis now."""
+    try:
+        model_id = UUID(str(message["modelId"]))
+    except (KeyError, ValueError, TypeError):
+        return None
+    model = await Model3D.get_or_none(id=model_id)
+    if model is None or not await access.may("Subscription.modelAnalysis", subject_of(model)):
+        return None
+    return model
+

@@ -11,23 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from tortoise.expressions import F
 from tortoise.transactions import in_transaction
 
-from domain import audit, order_states
+from domain import audit, catalogue, order_states, privacy, quoting
 from domain.enums import CompanyKind
-from domain.errors import BadUserInput, InvalidTransition, NotFound
+from domain.errors import BadUserInput, InvalidTransition, NotFound, NotPrintable
 from domain.ids import parse_id
 from domain.lookups import authorized, reachable
 from domain.model_files import find_model_for
 from domain.order_states import Actor, OrderStatus, Via
 from domain.pagination import Page, paginate
 from domain.policy import Access, Rel, Subject, order_holder, reach_filter
+from domain.quotes import order_terms, pick_material
 from domain.validation import clean_address, clean_text
-from storage.models import Company, Order, OrderEvent
+from storage.crypto import KeyRing
+from storage.models import Company, Model3D, Order, OrderEvent, Quote
 
 MIN_QUANTITY, MAX_QUANTITY = 1, 10_000
 MAX_BILLING_INFO = 500
@@ -49,6 +53,7 @@ class OrderRequest:
     shipping_address: dict[str, Any]
     billing_address: dict[str, Any]
     billing_info: str | None = None
+    quote_id: object | None = None
 
 
 def clean_quantity(value: Any) -> int:
@@ -61,27 +66,72 @@ def clean_quantity(value: Any) -> int:
     return value
 
 
-def clean_material(value: Any, materials: Sequence[str]) -> str:
-    """The configured spelling of a known material (matched without regard to case)."""
-    wanted = value.strip().casefold() if isinstance(value, str) else None
-    for material in materials:
-        if material.casefold() == wanted:
-            return material
-    raise BadUserInput(f"material must be one of: {', '.join(materials)}.", field="material")
+@dataclass(frozen=True)
+class Terms:
+    """What an order is made of: from a quote, or judged and priced now."""
+
+    material: str
+    quantity: int
+    price: Decimal
+    currency: str
+    quote_id: UUID | None
+
+
+async def _terms(
+    access: Access,
+    keyring: KeyRing,
+    model: Model3D,
+    request: OrderRequest,
+    reanalyse: quoting.Reanalyse | None,
+) -> Terms:
+    """The order's material, quantity and price; NOT_PRINTABLE (nothing created) when
+    the model is not analysed or fails the material's checks."""
+    quantity = clean_quantity(request.quantity)
+    materials = await catalogue.catalogue()
+    now = datetime.now(UTC)
+    if request.quote_id is None:
+        material = pick_material(request.material, materials)
+        draft = await quoting.judge(keyring, model, material, quantity, now, reanalyse)
+        _refuse_unprintable(draft.printable, draft.verdict.reason)
+        total, currency = draft.price.total, draft.price.currency
+        return Terms(material.code, quantity, total, currency, None)
+    quote = await _own_quote(access, request.quote_id, model)
+    terms = order_terms(quote.snapshot, request.material, quantity, now)
+    pick_material(terms.material_code, materials)  # withdrawn since: no longer orderable
+    await quoting.analysed_part(keyring, model, reanalyse)  # analysed again since, and failed?
+    reason = next((i["message"] for i in quote.snapshot["issues"] if i["severity"] == "error"), "")
+    _refuse_unprintable(terms.printable, reason)
+    return Terms(terms.material_code, terms.quantity, terms.total, terms.currency, quote.id)
+
+
+async def _own_quote(access: Access, quote_id: object, model: Model3D) -> Quote:
+    """The caller's company's quote for this model; NOT_FOUND for anyone else's."""
+    quote = await quoting.find_quote(access, quote_id)
+    if quote.model_id != model.id:
+        raise BadUserInput("The quote is for another model.", field="quoteId")
+    return quote
+
+
+def _refuse_unprintable(printable: bool, reason: str) -> None:
+    if not printable:
+        raise NotPrintable(reason or "The model cannot be printed in this material.")
 
 
 async def request_order(
-    access: Access, materials: Sequence[str], request: OrderRequest, ip: str | None
+    access: Access,
+    keyring: KeyRing,
+    request: OrderRequest,
+    ip: str | None,
+    reanalyse: quoting.Reanalyse | None = None,
 ) -> Order:
     """A customer asks for prints of one of its company's models: status REQUESTED."""
     model = await find_model_for(access, "Mutation.requestOrder", request.model_id)
-    quantity = clean_quantity(request.quantity)
-    material = clean_material(request.material, materials)
     shipping = clean_address(request.shipping_address, "shippingAddress", required=True)
     billing = clean_address(request.billing_address, "billingAddress", required=True)
     info = clean_text(
         request.billing_info, "billingInfo", max_length=MAX_BILLING_INFO, required=False
     )
+    terms = await _terms(access, keyring, model, request, reanalyse)
     viewer = access.viewer
     async with in_transaction():
         order = await Order.create(
@@ -89,12 +139,15 @@ async def request_order(
             customer_id=viewer.user_id,
             company_id=model.company_id,
             status=OrderStatus.REQUESTED,
-            quantity=quantity,
-            material=material,
+            quantity=terms.quantity,
+            material=terms.material,
             shipping_address=shipping,
             billing_address=billing,
             billing_info=info,
             ip=ip,
+            quote_id=terms.quote_id,
+            price=terms.price,
+            currency=terms.currency,
         )
         await OrderEvent.create(
             order_id=order.id, status=OrderStatus.REQUESTED, by_id=viewer.user_id, ip=ip
@@ -106,8 +159,9 @@ async def request_order(
             model_id=model.id,
             order_id=order.id,
             ip=ip,
-            quantity=quantity,
-            material=material,
+            quantity=terms.quantity,
+            material=terms.material,
+            quote_id=terms.quote_id,
         )
     return order
 
@@ -133,6 +187,14 @@ async def assign_order(
             "Orders can only be assigned to a print service.", field="providerCompanyId"
         )
     order_states.check(order.status, OrderStatus.ASSIGNED, Actor.STAFF, Via.ASSIGN)
+    if order.model_id is None:  # deleted while the order was declined: nothing to print
+        raise InvalidTransition("The order's model was deleted; it cannot be assigned.")
+    if not await catalogue.offers(provider.id, order.material):
+        raise BadUserInput(
+            f"This print service does not offer {order.material}; "
+            "set its materials first (setProviderMaterials).",
+            field="providerCompanyId",
+        )
     changed = await _move(access, order, OrderStatus.ASSIGNED, None, ip, provider_id=provider.id)
     # Whatever this request computed about the order's holders is now out of date.
     access.forget(subject_of(order))
@@ -142,7 +204,8 @@ async def assign_order(
 
 async def update_status(
     access: Access, order_id: object, status: OrderStatus, note: str | None, ip: str | None
-) -> Order:
+) -> tuple[Order, str]:
+    """The order after the step, and the status it left."""
     order = await find_order_for(access, "Mutation.updateOrderStatus", order_id)
     text = clean_text(note, "note", max_length=MAX_NOTE, required=False)
     actor = actor_of(await access.relations_to(subject_of(order)))
@@ -153,7 +216,7 @@ async def update_status(
     # ...but what follows in the same document is answered with the new rights: a
     # provider that declined gets no download link for the model any more (issue 10).
     access.forget_model(order.model_id)
-    return moved
+    return moved, str(order.status)
 
 
 def history_for(events: Sequence[OrderEvent], actor: Actor) -> list[OrderEvent]:
@@ -206,6 +269,7 @@ async def _move(
         await OrderEvent.create(
             order_id=order.id, status=target, by_id=access.viewer.user_id, note=note, ip=ip
         )
+        await privacy.erase_when_closed(order.id)
         detail: dict[str, Any] = {"from": str(source), "to": str(target)}
         if provider_id is not None:
             detail |= {"provider_id": provider_id, "previous_provider_id": previous_provider}
@@ -219,6 +283,21 @@ async def _move(
             **detail,
         )
     return await Order.get(id=order.id)
+
+
+async def live_event(
+    access: Access, message: dict[str, Any]
+) -> tuple[Order, OrderEvent] | None:
+    """The order and its step an event-bus message names, if the caller may see it now."""
+    try:
+        order_id, event_id = UUID(str(message["orderId"])), int(message["eventId"])
+    except (KeyError, ValueError, TypeError):
+        return None
+    order = await Order.get_or_none(id=order_id)
+    if order is None or not await access.may("Subscription.orderEvents", subject_of(order)):
+        return None
+    event = await OrderEvent.get_or_none(id=event_id, order_id=order.id)
+    return (order, event) if event is not None else None
 
 
 async def list_orders(

@@ -176,6 +176,35 @@ RULES: dict[str, frozenset[Rel]] = {
     "AuditEvent.orderId": _rules(S),
     "AuditEvent.ip": _rules(S),
     "AuditEvent.detail": _rules(S),
+    # Materials and quotes (issue 9). The catalogue is public to every signed-in user
+    # (inactive materials: staff, checked in domain/catalogue.py); staff keep it and
+    # say what each print service offers. A quote is its model's company's business
+    # (and staff's); the provider prints from the order and never sees prices.
+    "Query.materials": _rules(A),
+    "Query.quote": _rules(OWN, S),
+    "Mutation.upsertMaterial": _rules(S),
+    "Mutation.setProviderMaterials": _rules(S),
+    "Mutation.createQuote": _rules(OWN),
+    "Company.materials": _rules(MEMBER, S),
+    "Order.quote": _rules(OWN, S),
+    "Order.price": _rules(OWN, S),
+    "Order.currency": _rules(OWN, S),
+    "Quote.id": _rules(OWN, S),
+    "Quote.model": _rules(OWN, S),
+    "Quote.material": _rules(OWN, S),
+    "Quote.quantity": _rules(OWN, S),
+    "Quote.unitPrice": _rules(OWN, S),
+    "Quote.total": _rules(OWN, S),
+    "Quote.currency": _rules(OWN, S),
+    "Quote.breakdown": _rules(OWN, S),
+    "Quote.printable": _rules(OWN, S),
+    "Quote.issues": _rules(OWN, S),
+    "Quote.estimatedPrintHours": _rules(OWN, S),
+    "Quote.leadTimeDays": _rules(OWN, S),
+    "Quote.createdAt": _rules(OWN, S),
+    "Quote.expiresAt": _rules(OWN, S),
+    "Material.*": _rules(E),
+    "QuoteLine.*": _rules(E),
     # Plain value types: whoever may read the field that holds them may read them whole.
     "Address.*": _rules(E),
     "Dimensions.*": _rules(E),
@@ -205,6 +234,31 @@ RULES: dict[str, frozenset[Rel]] = {
     "User.emailVerified": _rules(SELF),
     "Session.*": _rules(E),
     "ApiTokenInfo.*": _rules(E),
+    # Issue 11. Subscriptions: asked at subscribe, and again for every event (Access.may):
+    # an order's steps for whoever reaches the order, a model's analysis for its company.
+    "Subscription.orderEvents": _rules(OWN, PROV, S),
+    "Subscription.modelAnalysis": _rules(OWN, S),
+    # Webhooks: a company's admins manage its endpoints; staff, all (and the platform's).
+    "Query.webhooks": _rules(ADMIN, S),
+    "Mutation.createWebhook": _rules(ADMIN, S),
+    "Mutation.deleteWebhook": _rules(ADMIN, S),
+    "Mutation.redeliverWebhook": _rules(ADMIN, S),
+    "Webhook.id": _rules(ADMIN, S),
+    "Webhook.url": _rules(ADMIN, S),
+    "Webhook.events": _rules(ADMIN, S),
+    "Webhook.active": _rules(ADMIN, S),
+    "Webhook.createdAt": _rules(ADMIN, S),
+    "Webhook.deliveries": _rules(ADMIN, S),
+    "WebhookDelivery.id": _rules(ADMIN, S),
+    "WebhookDelivery.event": _rules(ADMIN, S),
+    "WebhookDelivery.attempt": _rules(ADMIN, S),
+    "WebhookDelivery.status": _rules(ADMIN, S),
+    "WebhookDelivery.responseCode": _rules(ADMIN, S),
+    "WebhookDelivery.at": _rules(ADMIN, S),
+    "WebhookCreated.*": _rules(E),  # only ever returned to its creator
+    # E-mail notices: each user decides for themself.
+    "User.orderNotices": _rules(SELF),
+    "Mutation.setOrderNotices": _rules(A),
 }
 
 # Whom an object exists for. Anyone else is told it does not exist (NOT_FOUND / null),
@@ -216,6 +270,8 @@ REACH: dict[str, frozenset[Rel]] = {
     "Comment": _rules(OWN, S),
     "Order": _rules(OWN, PROV, S),
     "AuditEvent": _rules(S),
+    "Webhook": _rules(ADMIN, S),  # its deliveries are reached with it
+    "Quote": _rules(OWN, S),
 }
 
 # What a relation requires of the caller alone; used on root fields, before any object is known.
@@ -303,11 +359,12 @@ def _local_relations(viewer: Viewer, subject: Subject) -> set[Rel]:
     same_company = subject.company_id is not None and subject.company_id == viewer.company_id
     if subject.kind == "User" and subject.id == viewer.user_id:
         held.add(Rel.SELF)
-    if subject.kind in ("User", "Company") and same_company:
+    if subject.kind in ("User", "Company", "Webhook") and same_company:
         held.add(Rel.COMPANY_MEMBER)
         if viewer.is_company_admin:
             held.add(Rel.COMPANY_ADMIN)
-    if subject.kind in ("Model", "Comment", "Order") and same_company and viewer.role == "CUSTOMER":
+    owned_kinds = ("Model", "Comment", "Order", "Quote")
+    if subject.kind in owned_kinds and same_company and viewer.role == "CUSTOMER":
         held.add(Rel.SAME_COMPANY)
     if (
         viewer.role == "PROVIDER"
@@ -378,6 +435,8 @@ _ROWS: dict[tuple[str, Rel], Callable[[Viewer], Q]] = {
     ("Comment", Rel.SAME_COMPANY): lambda v: Q(model__company_id=v.company_id),
     ("Order", Rel.SAME_COMPANY): lambda v: Q(company_id=v.company_id),
     ("Order", Rel.ASSIGNED_PROVIDER): lambda v: Q(held_orders(), provider_id=v.company_id),
+    ("Webhook", Rel.COMPANY_ADMIN): lambda v: Q(company_id=v.company_id),
+    ("Quote", Rel.SAME_COMPANY): lambda v: Q(company_id=v.company_id),
 }
 _EVERY_ROW = Q(id__isnull=False)
 _NO_ROW = Q(id__isnull=True)  # nobody: an empty result, never everything
@@ -446,6 +505,12 @@ class Access:
         if rule is None or not grants(rule, held):
             await record_denial(self.viewer, self.ip, key, "forbidden", subject)
             raise Forbidden()
+
+    async def may(self, key: str, subject: Subject) -> bool:
+        """Silent form of authorize (subscriptions): reached and granted, no audit, no error."""
+        held = await self.relations_to(subject)
+        rule = rule_for(key)
+        return grants(REACH[subject.kind], held) and rule is not None and grants(rule, held)
 
     def forget(self, subject: Subject) -> None:
         """Drop a cached answer after the object's owners changed (e.g. an order reassigned)."""

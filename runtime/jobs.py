@@ -26,7 +26,7 @@ import contextvars
 import logging
 import os
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -45,16 +45,23 @@ from domain.analysis.sandbox import StreamedAnalysis
 from domain.analysis_job import AnalysisJob, JobLimits, Outcome, stranded
 from domain.enums import AnalysisStatus
 from domain.preview_job import PreviewJob, without_preview
+from runtime import notices
+from runtime.events import EventBus
 from runtime.mailer import Mailer, MailError
+from runtime.push import Push
 from runtime.settings import Settings, SettingsError
+from runtime.webhook_delivery import Timeouts
+from runtime.webhook_jobs import WebhookJobs
 from storage import db
 from storage.crypto import KeyRing
-from storage.models import Model3D
+from storage.models import Model3D, WebhookDelivery
 from storage.objects import ObjectStore
 
 log = logging.getLogger("printvault.jobs")
 
 TASK_NAME = "printvault.analyse_model"
+WEBHOOK_TASK = "printvault.deliver_webhook"
+NOTICE_TASK = "printvault.send_notice"
 MAIL_TASK_NAME = "printvault.account_mail"
 PREVIEW_TASK_NAME = "printvault.preview_model"
 DEFAULT_QUEUE = "printvault:analysis"
@@ -73,6 +80,12 @@ class JobOptions:
     sweep_batch: int = 200
     # The stream is trimmed to about this many entries (Redis keeps acked ones).
     stream_max_len: int = 100_000
+    # One webhook try, all phases together; its lease adds a margin (runtime/webhook_jobs.py).
+    webhook_timeouts: Timeouts = field(default_factory=Timeouts)
+    webhook_lease_margin_s: float = 20.0
+    # Webhook tries at once in one process (each waits on the network, not the CPU): a
+    # burst of events queues here instead of opening thousands of connections.
+    webhook_concurrency: int = 32
     # Waits between tries of a mail the SMTP server did not take (about 3 h in all).
     mail_retry_delays_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0)
 
@@ -90,13 +103,23 @@ class JobQueue:
         keyring: KeyRing,
         options: JobOptions | None = None,
         mailer: Mailer | None = None,
+        *,
+        bus: EventBus | None = None,
     ) -> None:
         self.options = options or JobOptions(queue_name=settings.job_queue)
         self.mailer = mailer
         self.settings, self.store, self.keyring = settings, store, keyring
         self.job = AnalysisJob(settings, store, keyring, self.options.limits)
+        self.webhooks = WebhookJobs(
+            settings.secret_key,
+            settings.webhook_allow_private_networks,
+            self.options.webhook_timeouts,
+            lease_margin_s=self.options.webhook_lease_margin_s,
+        )
+        self.push = Push(bus, self.enqueue_deliveries, self.enqueue_notice)
         self._broker = _make_broker(settings, self.options, self.job.lease_s)
         self._slots = asyncio.Semaphore(self.options.concurrency)
+        self._webhook_slots = asyncio.Semaphore(self.options.webhook_concurrency)
         self._sweeper: asyncio.Task[None] | None = None
         # Tasks of this process to cancel on stop: in-process jobs and kicks.
         self._tasks: set[asyncio.Task[object]] = set()
@@ -108,10 +131,24 @@ class JobQueue:
             with self._tracked():
                 async with self._slots:
                     outcome = await self.job.run(UUID(model_id))
-            if outcome is Outcome.DONE and settings.previews:
-                await self.enqueue_preview(UUID(model_id))
+            await self._analysis_settled(UUID(model_id), outcome)
+
+        async def deliver_webhook(delivery_id: int) -> None:
+            with self._tracked():
+                async with self._webhook_slots:  # claimed only once a slot is free
+                    following = await self.webhooks.run(int(delivery_id))
+            if following is not None and self.in_process:
+                # In one process the next try waits in a timer; with workers, the sweep
+                # finds it when it is due (the row says when).
+                self._later(following)
+
+        async def send_notice(kind: str, order_id: str, status: str) -> None:
+            with self._tracked():
+                await notices.send(self.mailer, kind, UUID(order_id), status)
 
         self._task = self._broker.register_task(analyse_model, task_name=TASK_NAME)
+        self._webhook_task = self._broker.register_task(deliver_webhook, task_name=WEBHOOK_TASK)
+        self._notice_task = self._broker.register_task(send_notice, task_name=NOTICE_TASK)
         self.previews = PreviewJob(settings, store, keyring)
 
         async def preview_model(model_id: str) -> None:
@@ -176,6 +213,42 @@ class JobQueue:
             self._spawn(self._kick(model_id))
             return
         await self._kick(model_id)
+
+    async def enqueue_deliveries(self, delivery_ids: Iterable[int]) -> None:
+        """Hand webhook tries to the engine; a lost message is found again by the sweep."""
+        for delivery_id in delivery_ids:
+            await self._send(self._webhook_task, delivery_id=delivery_id)
+
+    async def enqueue_notice(self, kind: str, order_id: UUID, status: str) -> None:
+        await self._send(self._notice_task, kind=kind, order_id=str(order_id), status=status)
+
+    async def _send(self, task: Any, **kwargs: Any) -> None:
+        async def kick() -> None:
+            try:
+                await task.kiq(**kwargs)
+            except SendTaskError as error:
+                log.warning("could not enqueue %s (%s)", task.task_name, error.__cause__ or error)
+
+        if self.in_process:
+            self._spawn(kick())
+        else:
+            await kick()
+
+    def _later(self, delivery_id: int) -> None:
+        async def wait_then_send() -> None:
+            row = await WebhookDelivery.get_or_none(id=delivery_id)
+            if row is None or row.next_attempt_at is None:
+                return
+            await asyncio.sleep(max(0.0, (row.next_attempt_at - utc_now()).total_seconds()))
+            await self.enqueue_deliveries([delivery_id])
+
+        self._spawn(wait_then_send())
+
+    async def sweep_webhooks(self) -> list[int]:
+        """Due webhook tries nobody holds: retries whose time came, a dead worker's try."""
+        due = await self.webhooks.due(self.options.sweep_batch)
+        await self.enqueue_deliveries(due)
+        return due
 
     async def enqueue_mail(self, sealed: str) -> None:
         """Queue an account mail (domain/account_mail.py); never raises for the broker."""
@@ -270,8 +343,14 @@ class JobQueue:
             outcome = await self.job.run(model_id, early=early)
         finally:
             early.abort()  # unclaimed (e.g. deleted at once): stop the child
+        await self._analysis_settled(model_id, outcome)
+
+    async def _analysis_settled(self, model_id: UUID, outcome: Outcome) -> None:
+        """After an analysis ends, by the job or the streamed child: preview, events."""
         if outcome is Outcome.DONE and self.settings.previews:
             await self.enqueue_preview(model_id)
+        if outcome in (Outcome.DONE, Outcome.FAILED):
+            await self.push.analysis_finished(model_id)
 
     async def _kick(self, model_id: UUID, task: Any = None) -> None:
         try:
@@ -301,6 +380,7 @@ class JobQueue:
         while True:
             try:
                 await self.sweep()
+                await self.sweep_webhooks()
                 await maintenance.run_due(self.settings, self.store, self.keyring)
             except Exception:  # the database may be down: try again next round
                 log.warning("recovery sweep failed", exc_info=True)
@@ -369,13 +449,20 @@ async def run_worker(
             "the worker needs JOB_BROKER_URL (redis://...); "
             "without it the server runs analysis jobs itself"
         )
-    from runtime.services import key_ring, mailer_for, object_store  # services imports us
+    from runtime.events import make_event_bus
+    from runtime.services import (  # services imports us
+        key_ring,
+        mailer_for,
+        object_store,
+        sealing_keys,
+    )
 
     store = store or object_store(settings)
     keyring = key_ring(settings)
-    queue = JobQueue(settings, store, keyring, options, mailer_for(settings))
+    bus = make_event_bus(settings.redis_url)
+    queue = JobQueue(settings, store, keyring, options, mailer_for(settings), bus=bus)
     # Migrations are the server's (or `server.py migrate`'s) job, not the worker's.
-    await db.connect(settings.database_url, apply_migrations=False)
+    await db.connect(settings.database_url, sealing_keys(settings), apply_migrations=False)
     stop = asyncio.Event()
     try:
         with _stop_on_signals(stop):
@@ -383,6 +470,7 @@ async def run_worker(
             await queue.consume(stop)
     finally:
         await queue.stop()
+        await bus.close()
         await store.close()
         await db.disconnect()
         log.info("analysis worker stopped")

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from domain import catalogue
 from domain.secrets_box import derive_key
+from runtime.events import EventBus, make_event_bus
 from runtime.jobs import JobOptions, JobQueue
 from runtime.mailer import Mailer, make_mailer
 from runtime.rate_limits import RateLimiter
 from runtime.settings import Settings
 from storage.crypto import KeyRing
 from storage.objects import ObjectStore, open_object_store
+from storage.sealed_fields import SealingKeys
 
 
 @dataclass
@@ -24,6 +27,8 @@ class Services:
     keyring: KeyRing
     jobs: JobQueue
     limiter: RateLimiter
+    events: EventBus
+    mailer: Mailer | None = None
 
 
 def object_store(settings: Settings) -> ObjectStore:
@@ -52,22 +57,35 @@ def key_ring(settings: Settings) -> KeyRing:
     return KeyRing(settings.master_keys, settings.active_key_id)
 
 
+def sealing_keys(settings: Settings) -> SealingKeys:
+    """What the sealed personal-data columns need: the master keys and SECRET_KEY."""
+    return SealingKeys(key_ring(settings), settings.secret_key)
+
+
 async def open_services(settings: Settings, *, job_options: JobOptions | None = None) -> Services:
     """Build the object store, the key ring and the job queue, and start the queue.
 
     Call it once the database is connected: in the embedded default the queue
     starts running jobs (and the recovery sweep) right away.
     """
+    # The materials catalogue is seeded on first start (an empty table only).
+    await catalogue.ensure_seeded()
     store = object_store(settings)
     keyring = key_ring(settings)
-    jobs = JobQueue(settings, store, keyring, job_options, mailer_for(settings))
+    events = make_event_bus(settings.redis_url)
+    mail = mailer_for(settings)
+    jobs = JobQueue(settings, store, keyring, job_options, mail, bus=events)
     try:
         await jobs.start()
     except BaseException:
         await store.close()
+        await events.close()
         raise
     limiter = RateLimiter(settings.redis_url, settings.rate_limit_prefix, settings.rate_limits)
-    return Services(settings=settings, store=store, keyring=keyring, jobs=jobs, limiter=limiter)
+    return Services(
+        settings=settings, store=store, keyring=keyring, jobs=jobs, limiter=limiter,
+        events=events, mailer=mail,
+    )
 
 
 async def close_services(services: Services) -> None:
@@ -75,4 +93,5 @@ async def close_services(services: Services) -> None:
     try:
         await services.jobs.stop()
     finally:
+        await services.events.close()
         await services.store.close()

@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any
 
 MIB = 1024 * 1024
-# What customers may order prints in (MATERIALS overrides it, comma-separated).
-DEFAULT_MATERIALS = ("PLA", "PETG", "ABS", "ASA", "TPU", "PA12", "RESIN_STANDARD", "RESIN_TOUGH")
 
 
 class SettingsError(RuntimeError):
@@ -44,6 +42,15 @@ def _int(name: str, value: str) -> int:
         return int(value)
     except ValueError as exc:
         raise SettingsError(f"{name} must be an integer") from exc
+
+
+def _bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false")
 
 
 def _float(name: str, value: str) -> float:
@@ -187,7 +194,6 @@ class Settings:
     backup_keep: int = env("BACKUP_KEEP", 14, _int)
     tls_certfile: str | None = env("TLS_CERTFILE", None)
     tls_keyfile: str | None = env("TLS_KEYFILE", None)
-    materials: tuple[str, ...] = env("MATERIALS", DEFAULT_MATERIALS, _csv)
     # Observability (issue 14). /metrics answers only with `Authorization: Bearer
     # <METRICS_TOKEN>`; unset, it answers 404. Several processes on one host share
     # their counters through PROMETHEUS_MULTIPROC_DIR (prometheus-client's own variable).
@@ -196,6 +202,8 @@ class Settings:
     log_format: str = env("LOG_FORMAT", "json")  # json (one object a line) or text
     # The Redis stream of analysis jobs; deployments sharing one Redis use their own.
     job_queue: str = env("JOB_QUEUE", "printvault:analysis")
+    # Issue 11: webhook URLs may resolve to loopback/private addresses (dev, tests).
+    webhook_allow_private_networks: bool = env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", False, _bool)
     # GraphiQL's page (`on`/`off`); unset: on, except in production (README).
     graphiql_switch: bool | None = env("GRAPHIQL", None, _switch)
     # An address the account logged in from within this many days is not held back by

@@ -15,7 +15,7 @@ from schema.document_cache import DocumentCache
 from schema.errors import ErrorCodes
 from schema.limits import AbuseLimits
 from schema.observed import Observed
-from schema.root import Mutation, Query
+from schema.root import Mutation, Query, Subscription
 
 MAX_DEPTH = 10
 MAX_ALIASES = 30
@@ -40,9 +40,13 @@ def build_schema(*, production: bool) -> QuietSchema:
         extensions.append(IntrospectionForStaffOnly)
     # Last: it adds the limits' rules and caches by the rules the others added.
     extensions.append(documents.extension(rules, max_tokens=MAX_TOKENS))
-    schema = QuietSchema(query=Query, mutation=Mutation, extensions=extensions)
+    schema = QuietSchema(
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+    )
     if permissions.prepare(schema._schema):  # the fast policy path (schema/permissions.py)
-        schema = QuietSchema(query=Query, mutation=Mutation, extensions=extensions)
+        schema = QuietSchema(
+        query=Query, mutation=Mutation, subscription=Subscription, extensions=extensions
+    )
     permissions.streamline(schema._schema)
     schema.document_cache = documents
     return schema

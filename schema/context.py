@@ -32,6 +32,10 @@ class Context:
     request: Any = None
     response: Any = None
     loaders: Loaders = field(default_factory=Loaders)
+    # Subscriptions: what connection_init carried, and the bearer token it named.
+    connection_params: Any = None
+    token: str | None = None
+    live_subscriptions: int = 0
     access: policy.Access = field(init=False)
 
     def __post_init__(self) -> None:
@@ -41,6 +45,17 @@ class Context:
         """Who the rest of the request is answered for (changes after log-in / sign-up)."""
         self.viewer, self.user = viewer, user
         self.access = access_for(viewer, self.ip, self.loaders)
+
+    @property
+    def push(self) -> Any:
+        """runtime/push.py's Push of this process (None when no services are open)."""
+        return getattr(getattr(self.services, "jobs", None), "push", None)
+
+    def refresh(self) -> None:
+        """Forget what this context cached (relations, loaded rows): a subscription
+        answers each event with what is true at that moment."""
+        self.loaders = Loaders()
+        self.access = access_for(self.viewer, self.ip, self.loaders)
 
     async def relations_to(self, subject: Subject) -> frozenset[policy.Rel]:
         return await self.access.relations_to(subject)

@@ -23,3 +23,8 @@ def from_row(attribute: str, **kwargs: Any) -> Any:
         return getattr(root.row, attribute)
 
     return guarded(resolver=resolve, **kwargs)
+
+
+def guarded_subscription(*args: Any, **kwargs: Any) -> Any:
+    """A subscription field with the same permission class (asked once, at subscribe)."""
+    return strawberry.subscription(*args, permission_classes=[Policy], **kwargs)

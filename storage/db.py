@@ -14,6 +14,7 @@ from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.migrations.api import migrate as run_migrations
 
 from storage.backends import ENGINES
+from storage.sealed_fields import SealingKeys, install_keys
 
 APP_LABEL = "models"
 
@@ -55,15 +56,19 @@ def _make_sqlite_dir(url: str) -> None:
             os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
 
 
-async def migrate(database_url: str) -> None:
-    """Apply every pending migration; idempotent, safe at every start-up."""
+async def migrate(database_url: str, keys: SealingKeys) -> None:
+    """Apply every pending migration; idempotent, safe at every start-up.
+
+    The keys seal personal data, also in data migrations (0005)."""
+    install_keys(keys)
     _make_sqlite_dir(database_url)
     await run_migrations(config=tortoise_config(database_url))
 
 
-async def connect(database_url: str, *, apply_migrations: bool = True) -> None:
+async def connect(database_url: str, keys: SealingKeys, *, apply_migrations: bool = True) -> None:
+    install_keys(keys)
     if apply_migrations:
-        await migrate(database_url)
+        await migrate(database_url, keys)
     _make_sqlite_dir(database_url)
     # Global fallback: uvicorn runs the lifespan in its own task, and requests in
     # others; without it they would not see the connections opened here.

@@ -4,6 +4,8 @@ Ids are random UUIDs so that they reveal nothing (counts, order of creation)
 and cannot be guessed. Secrets (passwords, session and API tokens, recovery
 codes, invitation tokens) are only ever stored hashed; the TOTP secret must be
 readable to verify codes, so it is stored encrypted (see domain/totp.py).
+Personal data (e-mail, phone, addresses, billing information, comment bodies,
+IP addresses) is sealed column by column (storage/sealed_fields.py).
 
 Each foreign key is followed by its `<name>_id` column: tortoise adds the
 attribute itself; the declaration is for the type checker.
@@ -20,6 +22,7 @@ from tortoise.models import Model as OrmModel
 
 from domain.enums import AnalysisStatus, CompanyKind, Role
 from domain.order_states import OrderStatus
+from storage.sealed_fields import EncryptedJSONField, EncryptedTextField, SealedModel
 
 __all__ = ["AnalysisStatus", "CompanyKind", "OrderStatus", "Role"]  # stored here
 
@@ -28,25 +31,28 @@ def _uuid_pk() -> fields.UUIDField:
     return fields.UUIDField(primary_key=True, default=uuid.uuid4)
 
 
-class Company(OrmModel):
+class Company(SealedModel):
     id = _uuid_pk()
     name = fields.CharField(max_length=200)
     kind = fields.CharEnumField(CompanyKind, max_length=16)
-    address: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
+    address: fields.JSONField[dict[str, Any] | None] = EncryptedJSONField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "company"
 
 
-class User(OrmModel):
+class User(SealedModel):
     id = _uuid_pk()
-    # Stored case-folded: email is case-insensitive and unique (API.md).
-    email = fields.CharField(max_length=254, unique=True)
-    first_name = fields.CharField(max_length=100)
-    last_name = fields.CharField(max_length=100)
-    phone = fields.CharField(max_length=40, null=True)
-    address: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
+    # Stored case-folded and sealed; found and kept unique (API.md: case-insensitive)
+    # through its blind index (storage/sealed_fields.py).
+    email = EncryptedTextField()
+    email_index = fields.CharField(max_length=64, unique=True)
+    blind_indexes = {"email_index": "email"}
+    first_name = EncryptedTextField()
+    last_name = EncryptedTextField()
+    phone = EncryptedTextField(null=True)
+    address: fields.JSONField[dict[str, Any] | None] = EncryptedJSONField(null=True)
     role = fields.CharEnumField(Role, max_length=16)
     # Membership: one company per user; staff belong to none.
     company: fields.ForeignKeyNullableRelation[Company] = fields.ForeignKeyField(
@@ -61,7 +67,7 @@ class User(OrmModel):
     # The last accepted TOTP time step: a code at or before it is a replay.
     totp_last_step = fields.BigIntField(default=0)
     created_at = fields.DatetimeField(auto_now_add=True)
-    signup_ip = fields.CharField(max_length=45, null=True)
+    signup_ip = EncryptedTextField(null=True)
     deleted_at = fields.DatetimeField(null=True)
     email_verified_at = fields.DatetimeField(null=True)
 
@@ -82,7 +88,7 @@ class RecoveryCode(OrmModel):
         table = "recovery_code"
 
 
-class Session(OrmModel):
+class Session(SealedModel):
     id = fields.BigIntField(primary_key=True)
     token_hash = fields.CharField(max_length=64, unique=True)
     user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
@@ -93,8 +99,8 @@ class Session(OrmModel):
     last_seen_at = fields.DatetimeField()
     expires_at = fields.DatetimeField()
     revoked_at = fields.DatetimeField(null=True)
-    ip = fields.CharField(max_length=45, null=True)
-    user_agent = fields.CharField(max_length=200, null=True)
+    ip = EncryptedTextField(null=True)
+    user_agent = EncryptedTextField(null=True)
 
     class Meta:
         table = "session"
@@ -116,10 +122,12 @@ class ApiToken(OrmModel):
         table = "api_token"
 
 
-class Invitation(OrmModel):
+class Invitation(SealedModel):
     id = _uuid_pk()
     token_hash = fields.CharField(max_length=64, unique=True)
-    email = fields.CharField(max_length=254)
+    email = EncryptedTextField()
+    email_index = fields.CharField(max_length=64, db_index=True)
+    blind_indexes = {"email_index": "email"}
     role = fields.CharEnumField(Role, max_length=16)
     company: fields.ForeignKeyRelation[Company] = fields.ForeignKeyField(
         "models.Company", related_name="invitations", on_delete=fields.CASCADE
@@ -137,7 +145,7 @@ class Invitation(OrmModel):
         table = "invitation"
 
 
-class Model3D(OrmModel):
+class Model3D(SealedModel):
     # An uploaded CAD file: `Model` in the API, renamed here so it is not confused
     # with tortoise's own Model class. (No docstring: tortoise copies docstrings
     # into table comments and breaks on quotes in them.)
@@ -158,7 +166,7 @@ class Model3D(OrmModel):
     object_key = fields.CharField(max_length=200, unique=True)
     wrapped_key = fields.TextField()
     created_at = fields.DatetimeField(auto_now_add=True)
-    upload_ip = fields.CharField(max_length=45, null=True)
+    upload_ip = EncryptedTextField(null=True)
     analysis_status = fields.CharEnumField(AnalysisStatus, max_length=16)
     analysis_error = fields.TextField(null=True)
     analysis_attempts = fields.IntField(default=0)
@@ -194,13 +202,17 @@ class ModelMetadata(OrmModel):
     is_watertight = fields.BooleanField()
     printable = fields.BooleanField()
     issues: fields.JSONField[list[dict[str, Any]]] = fields.JSONField(default=list)
+    # The hull summary and wall profile a quote needs, sealed with the model's own data
+    # key (domain/part_facts.py); null for analyses made before quotes existed.
+    hull_sealed = fields.BinaryField(null=True)
+    walls_sealed = fields.BinaryField(null=True)
     analysed_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "model_metadata"
 
 
-class Comment(OrmModel):
+class Comment(SealedModel):
     id = _uuid_pk()
     model: fields.ForeignKeyRelation[Model3D] = fields.ForeignKeyField(
         "models.Model3D", related_name="comments", on_delete=fields.CASCADE
@@ -210,16 +222,16 @@ class Comment(OrmModel):
         "models.User", related_name="comments", null=True, on_delete=fields.SET_NULL
     )
     author_id: UUID | None
-    body = fields.TextField()
+    body = EncryptedTextField()
     created_at = fields.DatetimeField(auto_now_add=True)
-    ip = fields.CharField(max_length=45, null=True)
+    ip = EncryptedTextField(null=True)
 
     class Meta:
         table = "comment"
         indexes = (("model_id", "created_at", "id"),)  # a model's comments, by keyset
 
 
-class Order(OrmModel):
+class Order(SealedModel):
     id = _uuid_pk()
     # Orders outlive models and people (legal retention): the links may become null.
     model: fields.ForeignKeyNullableRelation[Model3D] = fields.ForeignKeyField(
@@ -241,13 +253,20 @@ class Order(OrmModel):
     status = fields.CharEnumField(OrderStatus, max_length=16)
     quantity = fields.IntField()
     material = fields.CharField(max_length=64)
-    shipping_address: fields.JSONField[dict[str, Any]] = fields.JSONField()
-    billing_address: fields.JSONField[dict[str, Any]] = fields.JSONField()
-    billing_info = fields.TextField(null=True)
+    shipping_address: fields.JSONField[dict[str, Any]] = EncryptedJSONField()
+    billing_address: fields.JSONField[dict[str, Any]] = EncryptedJSONField()
+    billing_info = EncryptedTextField(null=True)
     created_at = fields.DatetimeField(auto_now_add=True)
-    ip = fields.CharField(max_length=45, null=True)
+    ip = EncryptedTextField(null=True)
     # Optimistic locking: an update must name the version it read.
     version = fields.IntField(default=1)
+    # Set when ordered from a quote: its total and currency.
+    quote: fields.ForeignKeyNullableRelation[Quote] = fields.ForeignKeyField(
+        "models.Quote", related_name="orders", null=True, on_delete=fields.SET_NULL
+    )
+    quote_id: UUID | None
+    price = fields.DecimalField(max_digits=14, decimal_places=2, null=True)
+    currency = fields.CharField(max_length=3, null=True)
 
     class Meta:
         table = "print_order"
@@ -259,7 +278,7 @@ class Order(OrmModel):
         )
 
 
-class OrderEvent(OrmModel):
+class OrderEvent(SealedModel):
     id = fields.BigIntField(primary_key=True)
     order: fields.ForeignKeyRelation[Order] = fields.ForeignKeyField(
         "models.Order", related_name="events", on_delete=fields.CASCADE
@@ -272,13 +291,13 @@ class OrderEvent(OrmModel):
     )
     by_id: UUID | None
     note = fields.TextField(null=True)
-    ip = fields.CharField(max_length=45, null=True)
+    ip = EncryptedTextField(null=True)
 
     class Meta:
         table = "order_event"
 
 
-class AuditEvent(OrmModel):
+class AuditEvent(SealedModel):
     # Who did what, when, from where. Ids of subjects are plain values, not
     # foreign keys, so the trail survives the deletion of what it talks about.
 
@@ -289,7 +308,7 @@ class AuditEvent(OrmModel):
     company_id = fields.UUIDField(null=True)
     model_id = fields.UUIDField(null=True, db_index=True)
     order_id = fields.UUIDField(null=True)
-    ip = fields.CharField(max_length=45, null=True)
+    ip = EncryptedTextField(null=True)
     detail: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
 
     class Meta:
@@ -306,6 +325,62 @@ class MaintenanceRun(OrmModel):
 
     class Meta:
         table = "maintenance_run"
+
+
+class Material(OrmModel):
+    # A material of the catalogue (domain/materials.py validates every value; prices are
+    # exact decimals kept as strings in `spec`, the Material.to_dict() of the domain).
+    id = _uuid_pk()
+    code = fields.CharField(max_length=32, unique=True)
+    active = fields.BooleanField(default=True)
+    spec: fields.JSONField[dict[str, Any]] = fields.JSONField()
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "material"
+
+
+class ProviderMaterial(OrmModel):
+    # What a print service offers: one row per (provider company, material).
+    id = fields.BigIntField(primary_key=True)
+    company: fields.ForeignKeyRelation[Company] = fields.ForeignKeyField(
+        "models.Company", related_name="offered", on_delete=fields.CASCADE
+    )
+    company_id: UUID
+    material: fields.ForeignKeyRelation[Material] = fields.ForeignKeyField(
+        "models.Material", related_name="offered_by", on_delete=fields.CASCADE
+    )
+    material_id: UUID
+
+    class Meta:
+        table = "provider_material"
+        unique_together = (("company", "material"),)
+
+
+class Quote(OrmModel):
+    # A frozen quote: `snapshot` is domain.quotes.QuoteDraft.to_dict() (material as it was,
+    # price with its breakdown, the verdict), never recomputed.
+    id = _uuid_pk()
+    model: fields.ForeignKeyRelation[Model3D] = fields.ForeignKeyField(
+        "models.Model3D", related_name="quotes", on_delete=fields.CASCADE
+    )
+    model_id: UUID
+    company: fields.ForeignKeyRelation[Company] = fields.ForeignKeyField(
+        "models.Company", related_name="quotes", on_delete=fields.RESTRICT
+    )
+    company_id: UUID
+    created_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="quotes", null=True, on_delete=fields.SET_NULL
+    )
+    created_by_id: UUID | None
+    material_code = fields.CharField(max_length=32)
+    snapshot: fields.JSONField[dict[str, Any]] = fields.JSONField()
+    created_at = fields.DatetimeField()
+    expires_at = fields.DatetimeField()
+
+    class Meta:
+        table = "quote"
 
 
 class AccountToken(OrmModel):
@@ -345,3 +420,60 @@ class ModelPreview(OrmModel):
 
     class Meta:
         table = "model_preview"
+
+
+class Webhook(OrmModel):
+    # A partner tool's endpoint. `company` null: registered by staff, for every event.
+    # The signing secret must be readable to sign, so it is stored sealed (SECRET_KEY).
+    id = _uuid_pk()
+    company: fields.ForeignKeyNullableRelation[Company] = fields.ForeignKeyField(
+        "models.Company", related_name="webhooks", null=True, on_delete=fields.CASCADE
+    )
+    company_id: UUID | None
+    url = fields.CharField(max_length=2048)
+    events: fields.JSONField[list[str]] = fields.JSONField()
+    secret_sealed = fields.TextField()
+    active = fields.BooleanField(default=True)
+    created_by_id = fields.UUIDField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "webhook"
+
+
+class WebhookDelivery(OrmModel):
+    # One try of one event at one endpoint. All tries of an event share `message_id`
+    # (the `webhook-id` header). A PENDING row is due at `next_attempt_at`; a worker
+    # claims it by setting `lease_until`, so a worker that dies mid-try leaves a row
+    # the sweep hands out again once the lease ran out.
+    id = fields.BigIntField(primary_key=True)
+    webhook: fields.ForeignKeyRelation[Webhook] = fields.ForeignKeyField(
+        "models.Webhook", related_name="deliveries", on_delete=fields.CASCADE
+    )
+    webhook_id: UUID
+    message_id = fields.CharField(max_length=64, db_index=True)
+    event = fields.CharField(max_length=64)
+    body = fields.TextField()  # the thin JSON body: ids and statuses only
+    attempt = fields.IntField(default=1)
+    status = fields.CharField(max_length=16, default="PENDING")
+    response_code = fields.IntField(null=True)
+    error = fields.CharField(max_length=32, null=True)
+    next_attempt_at = fields.DatetimeField(null=True)
+    lease_until = fields.DatetimeField(null=True)
+    at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "webhook_delivery"
+        indexes = (("status", "next_attempt_at"),)
+
+
+class NoticeOptOut(OrmModel):
+    # A user who turned off e-mail notices about orders (a row only for those).
+    user: fields.OneToOneRelation[User] = fields.OneToOneField(
+        "models.User", related_name="notice_opt_out", primary_key=True, on_delete=fields.CASCADE
+    )
+    user_id: UUID
+    at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "notice_opt_out"

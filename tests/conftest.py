@@ -27,9 +27,10 @@ import pytest
 from tortoise import Tortoise, connections
 
 from runtime.jobs import JobOptions
-from runtime.services import close_services, open_services
+from runtime.services import close_services, open_services, sealing_keys
 from runtime.settings import Settings
 from storage import db
+from storage.sealed_fields import install_keys, installed_keys
 from tests.helpers import Api
 from web.app import create_app
 
@@ -98,17 +99,23 @@ def settings(data_dir: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def _connected(database_url: str) -> AsyncIterator[str]:
-    await db.connect(database_url)
+async def _connected(database_url: str, settings: Settings) -> AsyncIterator[str]:
+    await db.connect(database_url, sealing_keys(settings))
     yield database_url
     await db.disconnect()
 
 
 TABLES = [
+    "webhook_delivery",
+    "webhook",
+    "notice_opt_out",
+    "provider_material",
+    "material",
     "maintenance_run",
     "audit_event",
     "order_event",
     "print_order",
+    "quote",
     "comment",
     "model_preview",
     "model_metadata",
@@ -124,8 +131,9 @@ TABLES = [
 
 
 @pytest.fixture
-async def database(_connected: str) -> AsyncIterator[str]:
+async def database(_connected: str, settings: Settings) -> AsyncIterator[str]:
     """A connected, empty database; emptied again after the test."""
+    install_keys(sealing_keys(settings))  # a test before may have installed others
     yield _connected
     connection = connections.get("default")
     if BACKEND == "sqlite":
@@ -139,6 +147,8 @@ async def database(_connected: str) -> AsyncIterator[str]:
 async def serving(settings: Settings, job_options: JobOptions | None = None) -> AsyncIterator[Api]:
     """The app with its services (httpx does not run the lifespan; this does its part)."""
     app = create_app(settings)
+    previous_keys = installed_keys()
+    install_keys(sealing_keys(settings))  # as db.connect in the lifespan does
     app.state.services = await open_services(settings, job_options=job_options)
     transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
     try:
@@ -146,6 +156,7 @@ async def serving(settings: Settings, job_options: JobOptions | None = None) -> 
             yield Api(client, settings, app.state.services)
     finally:
         await close_services(app.state.services)
+        install_keys(previous_keys)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import struct
 import time
@@ -10,12 +11,29 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 import pyotp
 
 from domain import accounts, auth
+from domain.analysis.report import Dimensions, MeshReport, Printability
+from domain.analysis_job import _metadata_fields
+from domain.hull_summary import summarise_hull
+from domain.manufacturability import WallProfile
+from domain.part_facts import sealed_fields
 from domain.passwords import hash_password
 from runtime.settings import Settings
-from storage.models import Company, CompanyKind, Role, User
+from storage.crypto import KeyRing, new_data_key
+from storage.models import (
+    AnalysisStatus,
+    Company,
+    CompanyKind,
+    Model3D,
+    ModelMetadata,
+    ProviderMaterial,
+    Role,
+    User,
+)
+from storage.models import Material as MaterialRow
 
 PASSWORD = "correct horse battery staple 42"
 ADDRESS = {"line1": "Hauptstr. 1", "postalCode": "10115", "city": "Berlin", "country": "DE"}
@@ -166,3 +184,72 @@ def box_stl(x: float = 10.0, y: float = 20.0, z: float = 30.0, header: bytes = b
         struct.pack("<12fH", 0, 0, 0, *v[a], *v[b], *v[c], 0) for a, b, c in faces
     )
     return header.ljust(80, b" ") + struct.pack("<I", len(faces)) + body
+
+
+# --- materials and quotes (issue 9) ---------------------------------------------------------
+
+
+async def analysed_model(
+    keyring: KeyRing,
+    company_id: uuid.UUID,
+    owner_id: uuid.UUID | None,
+    size: tuple[float, float, float] = (10.0, 20.0, 30.0),
+    thinnest_wall_mm: float | None = None,
+    **fields: Any,
+) -> Model3D:
+    """A model row as a DONE analysis of a solid box of `size` leaves it: metadata with
+    the hull and the wall profile sealed under the model's own data key. With
+    `thinnest_wall_mm`, every wall ray meets the far side at that thickness."""
+    _key, wrapped = new_data_key(keyring)
+    model = await Model3D.create(
+        company_id=company_id,
+        owner_id=owner_id,
+        name=fields.pop("name", "bracket"),
+        file_name="bracket.stl",
+        format="stl",
+        object_key=f"models/{uuid.uuid4().hex}",
+        wrapped_key=wrapped.to_str(),
+        analysis_status=AnalysisStatus.DONE,
+        **fields,
+    )
+    x, y, z = size
+    corners = np.array([[i * x, j * y, k * z] for i in (0, 1) for j in (0, 1) for k in (0, 1)])
+    rays = 200
+    wall = min(size) if thinnest_wall_mm is None else thinnest_wall_mm
+    distance = np.full(rays, wall, dtype=np.float64)
+    report = MeshReport(
+        file_name="bracket.stl",
+        file_size=684,
+        format="stl",
+        dimensions=Dimensions(x, y, z),
+        volume=x * y * z,
+        surface_area=2 * (x * y + y * z + z * x),
+        triangle_count=12,
+        body_count=1,
+        is_watertight=True,
+        printability=Printability(printable=True, issues=()),
+        hull=summarise_hull(corners).to_dict(),
+        walls=WallProfile.from_rays(distance, np.arange(rays) < rays // 2).to_dict(),
+    )
+    await ModelMetadata.create(
+        model_id=model.id, **_metadata_fields(report), **sealed_fields(report, keyring, model)
+    )
+    return model
+
+
+async def offer_every_material(company_id: uuid.UUID) -> None:
+    """Let a print service offer the whole active catalogue (as setProviderMaterials would)."""
+    for material in await MaterialRow.filter(active=True):
+        await ProviderMaterial.get_or_create(company_id=company_id, material_id=material.id)
+
+
+async def wait_analysed(model_id: object, within_s: float = 30.0) -> Model3D:
+    """Poll the row until the background analysis has finished (DONE or FAILED)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        model = await Model3D.get(id=model_id)
+        if model.analysis_status in (AnalysisStatus.DONE, AnalysisStatus.FAILED):
+            return model
+        if time.monotonic() > deadline:
+            raise AssertionError(f"model {model_id} stayed {model.analysis_status}")
+        await asyncio.sleep(0.05)

@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from domain import orders, policy
+from domain import model_files, orders, policy, quoting, webhook_endpoints, webhooks
 from domain.auth import viewer_for
+from domain.hull_summary import HullSummary
+from domain.manufacturability import PartFacts
+from domain.materials import seed_catalogue
 from domain.policy import ANONYMOUS, Rel, Subject, Viewer
+from domain.quotes import draft_quote
+from schema.app_schema import build_schema
 from storage.models import (
     AnalysisStatus,
     Comment,
@@ -28,11 +35,27 @@ from storage.models import (
     Order,
     OrderEvent,
     OrderStatus,
+    Quote,
     Role,
+    Webhook,
+    WebhookDelivery,
 )
-from tests.helpers import ADDRESS, ADDRESS_DICT, PASSWORD, Api, Caller
+from storage.models import Material as MaterialRow
+from tests.helpers import ADDRESS, ADDRESS_DICT, PASSWORD, Api, Caller, offer_every_material
 
 DENIED = {"FORBIDDEN", "UNAUTHENTICATED"}
+SCHEMA = build_schema(production=False)
+MATERIAL_INPUT = {
+    "code": "MATRIX",
+    "name": "Matrix test",
+    "process": "FDM",
+    "minWallMm": 0.8,
+    "buildVolume": {"x": 200, "y": 200, "z": 200},
+    "pricePerCm3": 0.1,
+    "machinePricePerCm3": 0.01,
+    "setupFee": 5,
+    "minPrice": 10,
+}
 
 
 @dataclass
@@ -44,7 +67,9 @@ class World:
     other_provider: Caller
     staff: Caller
     model: Model3D  # company A's
-    order: Order  # of that model, assigned to `provider`
+    order: Order  # of that model, assigned to `provider`, ordered from `quote`
+    webhook: Webhook  # company A's, with one delivery
+    quote: Quote  # company A's, of that model
 
     def callers(self) -> dict[str, Caller | None]:
         return {
@@ -75,11 +100,16 @@ async def world(api: Api) -> World:
         upload_ip="198.51.100.9",
     )
     await Comment.create(model_id=model.id, author_id=a_admin.user.id, body="hi", ip="198.51.100.9")
+    quote = await _quote(model)
+    await offer_every_material(provider.user.company_id)
     # Its previews (issue 12): who may read Model.preview gets links, not null.
     await ModelPreview.create(
         model_id=model.id, glb_key="previews/matrix/glb", png_key="previews/matrix/png"
     )
     order = await Order.create(
+        quote_id=quote.id,
+        price=Decimal("21.00"),
+        currency="EUR",
         model_id=model.id,
         customer_id=a_admin.user.id,
         company_id=company_a.id,
@@ -97,6 +127,14 @@ async def world(api: Api) -> World:
             order_id=order.id, status=status, by_id=a_admin.user.id, note="n", ip="198.51.100.9"
         )
     staff = await api.staff()
+    webhook = await Webhook.create(
+        company_id=company_a.id, url="https://hooks.example.com/pv", events=["order.assigned"],
+        secret_sealed=webhook_endpoints.seal_secret(api.settings.secret_key, webhooks.new_secret()),
+    )
+    await WebhookDelivery.create(
+        webhook_id=webhook.id, message_id=webhooks.new_message_id(), event="order.assigned",
+        body="{}", attempt=1, status="DELIVERED", response_code=200,
+    )
     return World(
         a_admin=a_admin,
         a_member=await api.member(company_a, Role.CUSTOMER, admin=False),
@@ -106,6 +144,24 @@ async def world(api: Api) -> World:
         staff=staff,
         model=model,
         order=order,
+        webhook=webhook,
+        quote=quote,
+    )
+
+
+async def _quote(model: Model3D) -> Quote:
+    """A frozen quote as domain/quotes.py makes it (the price formula is tested elsewhere)."""
+    material = seed_catalogue()["PLA"]
+    now = datetime.now(UTC)
+    part = PartFacts(issues=(), hull=HullSummary.from_dimensions(10, 20, 30), walls=None)
+    draft = draft_quote(material, part, 6000.0, 1, now)
+    return await Quote.create(
+        model_id=model.id,
+        company_id=model.company_id,
+        material_code="PLA",
+        snapshot=draft.to_dict(),
+        created_at=draft.created_at,
+        expires_at=draft.expires_at,
     )
 
 
@@ -132,7 +188,13 @@ def _fields_of(type_name: str) -> list[str]:
     return [key.split(".", 1)[1] for key in policy.RULES if key.startswith(type_name + ".")]
 
 
-def _selection(field: str) -> str:
+# Fields whose name is an object on one type and a scalar on another.
+TYPED_NESTED = {"Quote.material": "{ code }"}
+
+
+def _selection(field: str, type_name: str | None = None) -> str:
+    if f"{type_name}.{field}" in TYPED_NESTED:
+        return f"{field} {TYPED_NESTED[f'{type_name}.{field}']}"
     nested = {
         "address": "{ city }",
         "company": "{ id }",
@@ -143,6 +205,7 @@ def _selection(field: str) -> str:
         "metadata": "{ volume }",
         "preview": "{ pngUrl }",
         "comments": "{ edges { cursor } }",
+        "deliveries": "{ edges { cursor } }",
         "orders": "{ id }",
         "customer": "{ id }",
         "provider": "{ id }",
@@ -153,6 +216,11 @@ def _selection(field: str) -> str:
         "apiTokens": "{ name }",
         "by": "{ id }",
         "actor": "{ id }",
+        "quote": "{ id }",
+        "materials": "{ code }",
+        "breakdown": "{ label amount }",
+        "issues": "{ code }",
+        "buildVolume": "{ x }",
     }
     return f"{field} {nested.get(field, '')}"
 
@@ -336,7 +404,7 @@ async def test_order_fields_follow_the_policy(api: Api, world: World, field: str
             continue
         held = await policy.relations(_viewer(caller), subject, _providers_of(world))
         body = await api.gql(
-            "query($id: ID!) { order(id: $id) { %s } }" % _selection(field),
+            "query($id: ID!) { order(id: $id) { %s } }" % _selection(field, "Order"),
             {"id": str(world.order.id)},
             token=caller.token,
         )
@@ -390,6 +458,152 @@ async def test_audit_event_fields_follow_the_policy(api: Api, world: World, fiel
         held = await policy.relations(viewer, Subject("AuditEvent", 1), _no_providers)
         expected = "OK" if policy.grants(policy.RULES[f"AuditEvent.{field}"], held) else "FORBIDDEN"
         assert _field_outcome(body, field) == expected, (caller_name, field, body)
+
+
+# --- Webhook and WebhookDelivery fields, subscriptions --------------------------------------
+
+
+async def _webhook_fields(api: Api, world: World, type_name: str, field: str, template: str):
+    subject = webhook_endpoints.subject_of(world.webhook)
+    for caller_name, caller in world.callers().items():
+        viewer = _viewer(caller)
+        body = await api.gql(template % _selection(field), token=caller.token if caller else None)
+        if not policy.may_attempt(policy.RULES["Query.webhooks"], viewer):
+            expected = "UNAUTHENTICATED" if caller is None else "FORBIDDEN"
+            assert {e["extensions"]["code"] for e in body["errors"]} == {expected}, body
+            continue
+        held = await policy.relations(viewer, subject, _no_providers)
+        listed = {hook["id"]: hook for hook in body["data"]["webhooks"]}
+        if not policy.grants(policy.REACH["Webhook"], held):
+            assert str(world.webhook.id) not in listed, (caller_name, body)
+            continue
+        assert str(world.webhook.id) in listed, (caller_name, body)
+        rule = policy.RULES[f"{type_name}.{field}"]
+        expected = "OK" if policy.grants(rule, held) else "FORBIDDEN"
+        assert _field_outcome(body, field) == expected, (caller_name, field, body)
+
+
+@pytest.mark.parametrize("field", _fields_of("Webhook"))
+async def test_webhook_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    await _webhook_fields(api, world, "Webhook", field, "{ webhooks { id %s } }")
+
+
+@pytest.mark.parametrize("field", _fields_of("WebhookDelivery"))
+async def test_webhook_delivery_fields_follow_the_policy(
+    api: Api, world: World, field: str
+) -> None:
+    template = "{ webhooks { id deliveries { edges { node { %s } } } } }"
+    await _webhook_fields(api, world, "WebhookDelivery", field, template)
+
+
+async def test_subscription_events_follow_the_policy(api: Api, world: World) -> None:
+    """What a subscriber is sent for one event is decided per caller at delivery time
+    (domain lookups used by schema/live.py); the root rule decides who may subscribe."""
+    event = await OrderEvent.filter(order_id=world.order.id).order_by("-id").first()
+    assert event is not None
+    order_message = {"orderId": str(world.order.id), "eventId": event.id}
+    model_message = {"modelId": str(world.model.id)}
+    for caller_name, caller in world.callers().items():
+        viewer = _viewer(caller)
+        access = policy.Access(viewer, _providers_of(world))
+        order_held = await policy.relations(viewer, orders.subject_of(world.order),
+                                            _providers_of(world))
+        model_held = await policy.relations(
+            viewer, Subject("Model", world.model.id, company_id=world.model.company_id),
+            _providers_of(world),
+        )
+        for key, held, found in (
+            ("Subscription.orderEvents", order_held, await orders.live_event(access, order_message)),
+            ("Subscription.modelAnalysis", model_held,
+             await model_files.live_model(access, model_message)),
+        ):
+            kind = "Order" if "order" in key else "Model"
+            granted = policy.grants(policy.REACH[kind], held) and policy.grants(
+                policy.RULES[key], held
+            )
+            assert (found is not None) == granted, (caller_name, key)
+    # Who may subscribe at all (the root check at `subscribe`).
+    assert not policy.may_attempt(policy.RULES["Subscription.orderEvents"], ANONYMOUS)
+    assert policy.may_attempt(
+        policy.RULES["Subscription.modelAnalysis"], _viewer(world.a_member)
+    )
+    assert not policy.may_attempt(
+        policy.RULES["Subscription.modelAnalysis"], _viewer(world.provider)
+    )
+# --- Quote, Material and QuoteLine fields (issue 9) ------------------------------------------
+
+
+@pytest.mark.parametrize("field", _fields_of("Quote"))
+async def test_quote_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    subject = quoting.subject_of(world.quote)
+    for caller_name, caller in world.callers().items():
+        if caller is None:
+            continue
+        held = await policy.relations(_viewer(caller), subject, _providers_of(world))
+        body = await api.gql(
+            "query($id: ID!) { quote(id: $id) { %s } }" % _selection(field, "Quote"),
+            {"id": str(world.quote.id)},
+            token=caller.token,
+        )
+        if not policy.may_attempt(policy.RULES["Query.quote"], _viewer(caller)):
+            assert body["data"] == {"quote": None}, (caller_name, field, body)  # refused at root
+            assert [e["extensions"]["code"] for e in body["errors"]] == ["FORBIDDEN"]
+            continue
+        if not policy.grants(policy.REACH["Quote"], held):
+            assert body == {"data": {"quote": None}}, (caller_name, field, body)
+            continue
+        expected = "OK" if policy.grants(policy.RULES[f"Quote.{field}"], held) else "FORBIDDEN"
+        assert _field_outcome(body, field) == expected, (caller_name, field, body)
+
+
+def _schema_fields(type_name: str) -> list[str]:
+    return sorted(SCHEMA._schema.type_map[type_name].fields)
+
+
+@pytest.mark.parametrize("field", _schema_fields("Material"))
+async def test_material_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    """Material is a value: every field for whoever reaches one (every signed-in user
+    through `materials`, a company's members through Company.materials)."""
+    rule = policy.rule_for(f"Material.{field}")
+    assert rule is not None
+    for caller_name, caller in world.callers().items():
+        body = await api.gql(
+            "{ materials { %s } }" % _selection(field), token=caller.token if caller else None
+        )
+        if caller is None:
+            assert body["data"] is None and body["errors"][0]["extensions"]["code"] == (
+                "UNAUTHENTICATED"
+            )
+            continue
+        expected = "OK" if policy.grants(rule, frozenset({Rel.EVERYONE})) else "FORBIDDEN"
+        assert _field_outcome(body, field) == expected, (caller_name, field, body)
+        assert len(body["data"]["materials"]) >= 9, body  # the seeded catalogue
+    body = await api.ok(
+        "{ me { company { materials { %s } } } }" % _selection(field), token=world.provider.token
+    )
+    assert body["me"]["company"]["materials"], body
+
+
+@pytest.mark.parametrize("field", _schema_fields("QuoteLine"))
+async def test_quote_line_fields_follow_the_policy(api: Api, world: World, field: str) -> None:
+    for caller_name in ("a_admin", "a_member", "staff"):
+        caller = world.callers()[caller_name]
+        assert caller is not None
+        body = await api.gql(
+            "query($id: ID!) { quote(id: $id) { breakdown { %s } } }" % field,
+            {"id": str(world.quote.id)},
+            token=caller.token,
+        )
+        assert _field_outcome(body, field) == "OK", (caller_name, field, body)
+        assert body["data"]["quote"]["breakdown"], body
+
+
+async def test_inactive_materials_are_staffs(api: Api, world: World) -> None:
+    document = "{ materials(includeInactive: true) { code active } }"
+    listed = (await api.ok(document, token=world.staff.token))["materials"]
+    assert {"code": "PA12", "active": False} in listed
+    for caller in (world.a_admin, world.provider):
+        assert await api.error_code(document, token=caller.token) == "FORBIDDEN"
 
 
 # --- Root operations -----------------------------------------------------------------------
@@ -459,7 +673,10 @@ def _operations(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
         ),
         "Mutation.revokeApiToken": ('mutation { revokeApiToken(name: "none") }', {}),
         "Mutation.exportMyData": ("mutation { exportMyData }", {}),
-        "Mutation.deleteMyAccount": ('mutation { deleteMyAccount(password: "wrong password 99") }', {}),
+        "Mutation.deleteMyAccount": (
+            'mutation { deleteMyAccount(password: "wrong password 99") }',
+            {},
+        ),
         "Query.order": ("query($o: ID!) { order(id: $o) { id } }", {"o": order}),
         "Query.orders": ("{ orders { edges { node { id } } } }", {}),
         "Query.auditLog": ("{ auditLog { edges { node { id } } } }", {}),
@@ -483,6 +700,21 @@ def _operations(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
             "mutation($o: ID!) { updateOrderStatus(orderId: $o, status: DELIVERED) { id } }",
             {"o": order},  # an invalid step from ASSIGNED for everyone: nothing changes
         ),
+        "Query.materials": ("{ materials { code } }", {}),
+        "Query.quote": ("query($q: ID!) { quote(id: $q) { id } }", {"q": str(world.quote.id)}),
+        "Mutation.upsertMaterial": (
+            "mutation($i: MaterialInput!) { upsertMaterial(input: $i) { id } }",
+            {"i": {**MATERIAL_INPUT, "minWallMm": -1}},  # refused as input: nothing changes
+        ),
+        "Mutation.setProviderMaterials": (
+            "mutation($c: ID!) { setProviderMaterials(companyId: $c, materialCodes: []) { id } }",
+            {"c": company_a},  # not a print service: refused as input
+        ),
+        "Mutation.createQuote": (
+            'mutation($m: ID!) { createQuote(modelId: $m, materialCode: "PLA", quantity: 0) '
+            "{ id } }",
+            {"m": model},  # quantity 0: refused as input
+        ),
         # Accounts (issue 10): each refused as input, so nothing changes.
         "Mutation.changePassword": (
             'mutation { changePassword(currentPassword: "wrong password 99", newPassword: "x") }',
@@ -503,6 +735,21 @@ def _operations(world: World) -> dict[str, tuple[str, dict[str, Any]]]:
             'mutation { regenerateRecoveryCodes(password: "wrong password 99", otp: "000000") }',
             {},
         ),
+        "Query.webhooks": ("{ webhooks { id } }", {}),
+        "Mutation.createWebhook": (  # a URL refused for everyone: nothing is registered
+            'mutation { createWebhook(url: "ftp://x.example", events: ["order.assigned"]) '
+            "{ secret } }",
+            {},
+        ),
+        "Mutation.deleteWebhook": (
+            "mutation($w: ID!) { deleteWebhook(id: $w) }",
+            {"w": str(uuid.uuid4())},
+        ),
+        "Mutation.redeliverWebhook": (
+            "mutation($d: ID!) { redeliverWebhook(deliveryId: $d) }",
+            {"d": "0"},
+        ),
+        "Mutation.setOrderNotices": ("mutation { setOrderNotices(enabled: true) }", {}),
     }
 
 
@@ -525,6 +772,7 @@ async def test_root_operations_follow_the_policy(api: Api, world: World) -> None
                 assert codes == {expected}, (key, caller_name, body)
     # The documents above change nothing: the order is where the world left it.
     assert (await Order.get(id=world.order.id)).status == OrderStatus.ASSIGNED
+    assert await Quote.all().count() == 1 and not await MaterialRow.filter(code="MATRIX").exists()
 
 
 # --- The policy table against shared/API.md's access table ---------------------------------
@@ -570,11 +818,23 @@ CONTRACT = {
     "OrderEvent.ip": {Rel.STAFF},
     "AuditEvent.ip": {Rel.STAFF},
     "Query.auditLog": {Rel.STAFF},
+    # Additions of 2026-11-30: materials for any signed-in user, kept by staff; a quote for
+    # the model's company; prices for the customer's company and staff, not the provider.
+    "Query.materials": {Rel.AUTHENTICATED},
+    "Mutation.upsertMaterial": {Rel.STAFF},
+    "Mutation.setProviderMaterials": {Rel.STAFF},
+    "Mutation.createQuote": {OWN},
+    "Order.price": {OWN, Rel.STAFF},
+    "Order.currency": {OWN, Rel.STAFF},
     # Additions of 2026-11-30: "sessions apiTokens emailVerified ... # self only".
     "User.sessions": {Rel.SELF},
     "User.apiTokens": {Rel.SELF},
     "User.emailVerified": {Rel.SELF},
     "Mutation.revokeInvitation": {Rel.COMPANY_ADMIN, Rel.STAFF},
+    # Additions of 2026-11-30: "webhooks: the caller's company's (admin), all (staff)",
+    # "createWebhook: company admin, staff".
+    "Query.webhooks": {Rel.COMPANY_ADMIN, Rel.STAFF},
+    "Mutation.createWebhook": {Rel.COMPANY_ADMIN, Rel.STAFF},
 }
 
 

@@ -20,6 +20,7 @@ from storage.models import (
     Session,
     User,
 )
+from storage.queries import invitations_for_email
 from tests.helpers import ADDRESS, PASSWORD, Api, Caller, email, next_step_code
 
 SIGN_UP = "mutation($i: SignUpInput!) { signUp(input: $i) { token expiresAt user { id email company { name } } } }"
@@ -58,7 +59,8 @@ async def test_sign_up_creates_company_admin_and_records_ip(api: Api) -> None:
     assert user.phone == "+49 30 1234567" and user.address["city"] == "Berlin"
     assert user.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=1$")
     assert PASSWORD not in user.password_hash
-    assert await AuditEvent.filter(kind="signup", actor_id=user.id, ip="203.0.113.7").exists()
+    events = await AuditEvent.filter(kind="signup", actor_id=user.id)
+    assert [event.ip for event in events] == ["203.0.113.7"]
     me = await api.ok("{ me { email } }", token=result["token"])
     assert me["me"]["email"] == "ada.lovelace@example.com"
     # IP addresses are for staff only, even one's own.
@@ -281,7 +283,7 @@ async def test_staff_invites_a_provider_who_accepts(api: Api, staff: Caller) -> 
     # The token is single use.
     body = await api.gql(ACCEPT, {"t": invitation["token"], "p": PASSWORD})
     assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
-    stored = await Invitation.get(email=address)
+    stored = await invitations_for_email(address).get()
     assert invitation["token"] not in stored.token_hash
 
 

@@ -145,9 +145,14 @@ def keyring(settings: Settings) -> KeyRing:
     return KeyRing(settings.master_keys, settings.active_key_id)
 
 
+# Sealed columns hold ciphertext under a fresh nonce each time: compared by what they seal.
+_SEALED = ("hull_sealed", "walls_sealed")
+
+
 def _metadata(row: ModelMetadata) -> dict:
     values = {k: v for k, v in row.__dict__.items() if not k.startswith("_")}
-    return {k: v for k, v in values.items() if k not in ("id", "model_id", "created_at", "analysed_at")}
+    skip = ("id", "model_id", "created_at", "analysed_at", *_SEALED)
+    return {k: v for k, v in values.items() if k not in skip}
 
 
 async def test_job_records_the_streamed_result_without_fetching(
@@ -164,6 +169,7 @@ async def test_job_records_the_streamed_result_without_fetching(
     meta = await ModelMetadata.get(model_id=model.id)
     assert (meta.file_name, meta.file_size) == ("cube.stl", len(data))
     assert meta.volume == pytest.approx(1000.0)
+    assert meta.hull_sealed is not None  # the streamed path keeps what a quote needs
     # Idempotent: a duplicate message (or the sweep) finds nothing to do.
     assert await job.run(model.id) is Outcome.DROPPED
     assert (watched.reads, analyse.calls) == (0, 0)

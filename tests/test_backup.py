@@ -17,6 +17,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +44,22 @@ from storage.models import (
     CompanyKind,
     Invitation,
     MaintenanceRun,
+    Material,
     Model3D,
     ModelMetadata,
     ModelPreview,
+    NoticeOptOut,
     Order,
     OrderEvent,
     OrderStatus,
+    ProviderMaterial,
+    Quote,
     RecoveryCode,
     Role,
     Session,
     User,
+    Webhook,
+    WebhookDelivery,
 )
 from storage.objects import LocalObjectStore
 from tests.conftest import BACKEND, POSTGRES_ADMIN_DSN, TABLES
@@ -183,8 +190,20 @@ async def fill() -> None:
         is_watertight=True,
         printable=False,
         issues=[{"code": "THIN_WALL", "severity": "warning", "message": "< 0.8 mm"}],
+        hull_sealed=bytes(range(256)) + b"\x00'\"",  # binary, as sealed blobs are
+        walls_sealed=None,
     )
-    # Main's account_token table (issue 10) was not in the fill yet.
+    pla = await Material.create(code="PLA", active=True, spec={"code": "PLA", "price": "0.12"})
+    await ProviderMaterial.create(company=provider, material=pla)
+    quote = await Quote.create(
+        model=model,
+        company=customer,
+        created_by=user,
+        material_code="PLA",
+        snapshot={"price": {"total": "21.00"}, "issues": [], "name": "Müller 'x'"},
+        created_at=now,
+        expires_at=now + timedelta(days=14),
+    )
     await AccountToken.create(
         purpose="reset", token_hash="e" * 64, user=user, expires_at=now + timedelta(hours=1)
     )
@@ -208,6 +227,9 @@ async def fill() -> None:
         shipping_address=ADDRESS_DICT,
         billing_address=ADDRESS_DICT,
         billing_info=None,
+        quote=quote,
+        price=Decimal("1234567.89"),
+        currency="EUR",
     )
     await OrderEvent.create(order=order, status=OrderStatus.REQUESTED, by=user)
     await OrderEvent.create(order=order, status=OrderStatus.ASSIGNED, by=maker, note="ok")
@@ -215,10 +237,20 @@ async def fill() -> None:
         kind="auth.signup",
         actor_id=user.id,
         ip="203.0.113.7",
-        detail={"email": f"{MARKER}@example.com"},
+        detail={"note": MARKER},  # not personal: the plaintext control of the tests below
     )
     await AuditEvent.create(kind="order.assign", order_id=order.id, detail={})
     await MaintenanceRun.create(name="backup", last_started_at=now, last_error="Timeout")
+    hook = await Webhook.create(
+        company=provider, url="https://mes.example.com/hook?x='1'", events=["order.assigned"],
+        secret_sealed="sealed", created_by_id=maker.id,
+    )
+    await WebhookDelivery.create(
+        webhook=hook, message_id="msg_1", event="order.assigned", body='{"a":"ü"}',
+        attempt=2, status="FAILED", response_code=503, error="timeout",
+        next_attempt_at=now, lease_until=None,
+    )
+    await NoticeOptOut.create(user=maker)
 
 
 async def snapshot(url: str) -> dict[str, Any]:
@@ -324,6 +356,13 @@ async def test_restore_drill(database: str, store, fresh_database: FreshDatabase
 
     after = await snapshot(target)
     assert after == before
+    # Personal data came back sealed (issue 10.5): the restored rows, read as a thief
+    # with the database but not the master keys reads them, hold none of it.
+    text = repr(after["rows"])
+    assert "Druck AG" in text and MARKER in text  # the control: plaintext columns are there
+    for personal in (f"{MARKER}@example.com", "+49 30 1234567", "Hauptstr", "203.0.113.7",
+                     "2001:db8::1", "Bitte in PETG", "new@example.com", "O'Brien"):
+        assert personal not in text, personal
     assert "tortoise_migrations" in after["rows"]  # the schema version comes along
     if BACKEND == "sqlite":
         mode = os.stat(target.removeprefix("sqlite://")).st_mode
@@ -366,6 +405,10 @@ async def test_backup_holds_no_plaintext(database: str, store) -> None:
     if BACKEND == "sqlite":
         payload = zlib.decompress(payload)
         assert MARKER.encode() in payload
+        # ...but not the sealed personal data (issue 10.5; PostgreSQL's compressed
+        # dump is read as SQL in test_personal_data_at_rest.py).
+        for personal in (f"{MARKER}@example.com", "+49 30 1234567", "Hauptstr", "203.0.113.7"):
+            assert personal.encode() not in payload, personal
     else:
         assert payload.startswith(b"PGDMP")  # pg_dump's custom format
     assert b"CREATE TABLE" in payload and b"app_user" in payload

@@ -81,6 +81,7 @@ CODES = frozenset(
         "PAYLOAD_TOO_LARGE",
         "UNSUPPORTED_FORMAT",
         "INVALID_TRANSITION",
+        "NOT_PRINTABLE",  # 2026-11-30: quotes and orders (issue 9)
         "INTERNAL",
     }
 )
@@ -402,6 +403,14 @@ class Api:
         )
         assert uploaded.status_code == 200 and not uploaded.json().get("errors"), uploaded.text
         world.ids["model"] = uploaded.json()["data"]["uploadModel"]["id"]
+        self.wait_analysed(world.ids["model"], customer.token)  # only DONE models are ordered
+        quoted = self.ok(
+            'mutation($m: ID!) { createQuote(modelId: $m, materialCode: "PLA", quantity: 1) '
+            "{ id } }",
+            {"m": world.ids["model"]},
+            customer.token,
+        )
+        world.ids["quote"] = quoted["createQuote"]["id"]
         order = {
             "modelId": world.ids["model"],
             "quantity": 1,
@@ -417,6 +426,15 @@ class Api:
         world.invitation = invited["inviteUser"]["token"]
         world.ids["nothing"] = str(uuid.UUID(int=0))
         return world
+
+    def wait_analysed(self, model_id: str, token: str | None, within_s: float = 60) -> None:
+        query = "query($m: ID!) { model(id: $m) { analysisStatus } }"
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if self.ok(query, {"m": model_id}, token)["model"]["analysisStatus"] == "DONE":
+                return
+            time.sleep(0.1)
+        raise AssertionError("the seeded model was not analysed in time")
 
     def keep_signed_in(self, caller: Caller) -> None:
         """logOut (fuzzed like any other mutation) ends the session: start another."""

@@ -25,6 +25,11 @@ TO = "jane.doe@customer.test"
 PUBLIC = "https://pv.test"
 TOKEN = "pvr_" + "Q" * 40
 
+# aiosmtpd leaves its TLS connections to the loop they ran on (Server.close() does not
+# end them); in the session-wide loop they stalled a later test's app shutdown. Each
+# test here gets a loop of its own, closed with whatever it left behind.
+pytestmark = pytest.mark.asyncio(loop_scope="function")
+
 
 class Inbox:
     """aiosmtpd handler that keeps what arrives, or answers what a test tells it to."""

@@ -9,16 +9,17 @@ by one; the world below has a row of each kind on each side of every relation.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import pytest
 
-from domain import model_files, orders, policy
+from domain import model_files, orders, policy, quoting, webhook_endpoints
 from domain.auth import viewer_for
 from domain.enums import CompanyKind, Role
 from domain.order_states import OrderStatus
 from domain.policy import ANONYMOUS, Access, Subject, Viewer
-from storage.models import AuditEvent, Comment, Company, Model3D, Order, User
+from storage.models import AuditEvent, Comment, Company, Model3D, Order, Quote, User, Webhook
 from tests.helpers import ADDRESS_DICT
 
 pytestmark = pytest.mark.db
@@ -76,8 +77,16 @@ async def world(database: str) -> dict[str, Viewer]:
     await _order(model_b, callers["b_admin"], None, OrderStatus.REQUESTED)
     for model, author in ((model_a, callers["a_member"]), (model_b, callers["b_admin"])):
         await Comment.create(model_id=model.id, author_id=author.id, body="c")
+    for model in (model_a, model_b):
+        await Quote.create(
+            model_id=model.id, company_id=model.company_id, material_code="PLA", snapshot={},
+            created_at=datetime.now(UTC), expires_at=datetime.now(UTC),
+        )
     await AuditEvent.create(kind="login", actor_id=callers["a_admin"].id)
     await AuditEvent.create(kind="login", actor_id=callers["staff"].id)
+    for owner in (a, b, p2, None):  # None: the platform's own endpoint (staff)
+        await Webhook.create(company_id=owner.id if owner else None, url="https://h.example/x",
+                             events=["order.assigned"], secret_sealed="x")
     viewers = {name: viewer_for(user) for name, user in callers.items()}
     return {"anonymous": ANONYMOUS, **viewers}
 
@@ -107,12 +116,17 @@ async def _subjects(kind: str) -> list[Subject]:
         return [orders.subject_of(o) for o in await Order.all()]
     if kind == "AuditEvent":
         return [Subject("AuditEvent", e.id) for e in await AuditEvent.all()]
+    if kind == "Webhook":
+        return [webhook_endpoints.subject_of(w) for w in await Webhook.all()]
+    if kind == "Quote":
+        return [quoting.subject_of(q) for q in await Quote.all()]
     raise AssertionError(f"no subjects for {kind}")
 
 
 TABLES = {
     "User": User, "Company": Company, "Model": Model3D,
-    "Comment": Comment, "Order": Order, "AuditEvent": AuditEvent,
+    "Comment": Comment, "Order": Order, "AuditEvent": AuditEvent, "Webhook": Webhook,
+    "Quote": Quote,
 }
 
 

@@ -66,6 +66,7 @@ async def test_every_error_code_is_from_the_contract() -> None:
         "PAYLOAD_TOO_LARGE",
         "UNSUPPORTED_FORMAT",
         "INVALID_TRANSITION",
+        "NOT_PRINTABLE",  # 2026-11-30: quotes and orders (issue 9)
         "INTERNAL",
         "REAUTH_REQUIRED",  # additions of 2026-11-30
     }

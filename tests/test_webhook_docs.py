@@ -10,14 +10,19 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from domain import webhooks
 from runtime.webhook_delivery import WebhookSender
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "webhooks.md"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+# Each guide with a receiver that verifies: the standard library one, and the one for
+# print services built on the `standardwebhooks` library.
+GUIDES = ("webhooks.md", "provider-integration.md")
 
 
-def _receiver_source() -> str:
-    section = DOC.read_text().split("### A receiver that verifies", 1)[1]
+def _receiver_source(guide: str) -> str:
+    section = (DOCS / guide).read_text().split("### A receiver that verifies", 1)[1]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -39,9 +44,12 @@ async def _wait_listening(port: int) -> None:
     raise AssertionError("the documented receiver did not start")
 
 
-async def test_the_documented_receiver_verifies_and_deduplicates(tmp_path: Path) -> None:
+@pytest.mark.parametrize("guide", GUIDES)
+async def test_the_documented_receiver_verifies_and_deduplicates(
+    tmp_path: Path, guide: str
+) -> None:
     script = tmp_path / "receiver.py"
-    script.write_text(_receiver_source())
+    script.write_text(_receiver_source(guide))
     secret, port = webhooks.new_secret(), _free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -17,9 +17,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
-from runtime.services import close_services, open_services
+from runtime.services import close_services, open_services, sealing_keys
 from runtime.settings import Settings, load_settings
 from storage import db
 from web.endpoints import graphiql
@@ -44,7 +44,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await db.connect(settings.database_url)
+        await db.connect(settings.database_url, sealing_keys(settings))
         try:
             app.state.services = await open_services(settings)
             try:
@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 methods=["GET", "POST"],
             ),
             *graphiql.routes(settings),
+            WebSocketRoute("/graphql", graphql),  # subscriptions: graphql-transport-ws
             Route("/files/{token}", download, methods=["GET"]),
             Route("/previews/{token}", preview, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),

@@ -14,8 +14,9 @@ import uvicorn
 from domain import key_rotation
 from domain.errors import DomainError
 from runtime import backups, logs, metrics
+from runtime.data_dir import restrict_new_files, secure_data_dir
 from runtime.jobs import run_worker
-from runtime.services import key_ring
+from runtime.services import key_ring, sealing_keys
 from runtime.settings import Settings, SettingsError, load_settings
 from storage import db
 from storage.backup import BackupError
@@ -37,6 +38,17 @@ def serve(settings: Settings) -> None:
         log_config=None,
         proxy_headers=False,
         http=protocol_for(settings),  # h11 with header and body read deadlines
+        # Subscriptions (graphql-transport-ws): the sans-I/O implementation pauses a
+        # sender when the client stops reading, so a stalled socket holds no growing
+        # buffer; client frames are small (a subscribe message), pings find dead peers.
+        ws="websockets-sansio",
+        ws_max_size=64 * 1024,
+        # No permessage-deflate: messages are small, and a zlib compressor and
+        # decompressor per connection cost ~40 KiB of every idle subscription (and
+        # compressing secrets next to attacker-chosen text is how CRIME/BREACH work).
+        ws_per_message_deflate=False,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
         ssl_certfile=settings.tls_certfile if tls else None,
         ssl_keyfile=settings.tls_keyfile if tls else None,
         ssl_context_factory=tls_context if tls else None,
@@ -45,7 +57,7 @@ def serve(settings: Settings) -> None:
 
 
 async def migrate(settings: Settings) -> None:
-    await db.migrate(settings.database_url)
+    await db.migrate(settings.database_url, sealing_keys(settings))
     await db.disconnect()  # the migration engine leaves its connection open
     print("database is up to date")
 
@@ -54,7 +66,7 @@ async def create_staff(settings: Settings, email: str, first: str, last: str) ->
     from domain.accounts import create_staff as create
 
     password = _read_password()
-    await db.connect(settings.database_url)
+    await db.connect(settings.database_url, sealing_keys(settings))
     try:
         _, uri = await create(settings, email, password, first, last)
     finally:
@@ -65,7 +77,7 @@ async def create_staff(settings: Settings, email: str, first: str, last: str) ->
 
 async def rotate_keys(settings: Settings) -> None:
     ring = key_ring(settings)
-    await db.connect(settings.database_url)
+    await db.connect(settings.database_url, sealing_keys(settings))
     try:
         changed = await key_rotation.rotate_keys(ring)
         in_use = await key_rotation.keys_in_use()
@@ -119,8 +131,10 @@ def run(args: argparse.Namespace, settings: Settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logs.configure(os.environ.get("LOG_FORMAT") or "json")  # before settings: their errors too
+    restrict_new_files()  # before the first file: generated keys, the database, objects
     try:
         settings = load_settings()
+        secure_data_dir(settings.data_dir)
         logs.configure(settings.log_format)
         run(args, settings)
     except (SettingsError, DomainError, BackupError) as error:

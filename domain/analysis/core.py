@@ -13,6 +13,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..formats import FORMATS
+from ..hull_summary import summarise_hull
+from ..manufacturability import WallProfile
 from .bodies import find_bodies
 from .checks import Facts, Overlap, printability_issues
 from .cracks import close_cracks, weld_tolerance
@@ -68,7 +70,9 @@ def _analyse(
     soup = [corners]
     del corners
     release = _releaser(data) if consume else _keep
-    facts = _examine(soup, options, single, release)
+    facts, vertices = _examine(soup, options, single, release)
+    hull = summarise_hull(vertices).to_dict()
+    del vertices
     if exact is not None:
         facts = _with_exact(facts, exact)
     issues = printability_issues(
@@ -90,7 +94,17 @@ def _analyse(
         is_watertight=facts.edges.watertight,
         printability=Printability.from_issues(issues),
         weld_tolerance_mm=facts.weld_tolerance,
+        hull=hull,
+        walls=_wall_profile(facts.thickness),
     )
+
+
+def _wall_profile(thickness: Thickness | None) -> dict | None:
+    """The rays' walls up to the probe distance, for the per-material check of a quote."""
+    if thickness is None or thickness.distance is None or thickness.weighted is None:
+        return None
+    profile = WallProfile.from_rays(thickness.distance, thickness.weighted, thickness.probe)
+    return profile.to_dict()
 
 
 def single_precision(fmt: str, corners: np.ndarray) -> bool:
@@ -113,7 +127,10 @@ def _releaser(data: bytes | bytearray):
     return release
 
 
-def _examine(soup: list[np.ndarray], options: AnalysisOptions, single: bool, release) -> Facts:
+def _examine(
+    soup: list[np.ndarray], options: AnalysisOptions, single: bool, release
+) -> tuple[Facts, np.ndarray]:
+    """The facts, and the welded vertices (for the hull summary)."""
     corners = soup.pop()
     geometry = measure(corners)
     _check_extent(geometry)
@@ -154,7 +171,7 @@ def _examine(soup: list[np.ndarray], options: AnalysisOptions, single: bool, rel
             # Walls of what is printed: rays inside one shell would meet the other.
             union_geometry = measure(solid.vertices[solid.faces])
             thickness = _thickness(solid.vertices, solid.faces, union_geometry, options)
-    return Facts(
+    facts = Facts(
         triangles=len(faces),
         degenerate=int((collapsed | geometry.flat).sum()),
         size=geometry.size,
@@ -168,6 +185,7 @@ def _examine(soup: list[np.ndarray], options: AnalysisOptions, single: bool, rel
         overlap=None if solid is None else Overlap(solid.overlapping, orientation.volume),
         joined=joined if joined is not None and joined.corners else None,
     )
+    return facts, vertices
 
 
 def _with_exact(facts: Facts, exact) -> Facts:
@@ -205,4 +223,5 @@ def _thickness(
         options.min_wall_thickness_mm,
         options.wall_thickness_samples,
         options.sampling_seed,
+        options.wall_probe_mm,
     )

@@ -20,6 +20,9 @@ class AnalysisOptions:
     # before thin walls make a model unprintable; below it (sharp edges,
     # small details) they are only a warning.
     thin_wall_error_fraction: float = 0.01
+    # Walls are measured up to this thickness (mm), so that a quote can judge any
+    # material's minimum wall later (domain/manufacturability.WALL_PROBE_MM).
+    wall_probe_mm: float = 5.0
     sampling_seed: int = 0
     # 3MF is a ZIP archive: bound what it may unpack to.
     max_unpacked_bytes: int = 1024 * MIB

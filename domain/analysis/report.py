@@ -48,6 +48,10 @@ class MeshReport:
     printability: Printability
     # Open-edge corners closer than this (mm) were taken for one point.
     weld_tolerance_mm: float = 0.0
+    # What a quote needs (domain/part_facts.py): the convex-hull summary and the wall
+    # profile, as plain dicts. Customer data: the parent seals them before storing.
+    hull: dict[str, Any] | None = None
+    walls: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (snake_case keys), e.g. for storage."""
@@ -71,4 +75,14 @@ class MeshReport:
                 issues=tuple(Issue(**issue) for issue in printability["issues"]),
             ),
             weld_tolerance_mm=float(values.get("weld_tolerance_mm", 0.0)),
+            hull=_mapping(values.get("hull")),
+            walls=_mapping(values.get("walls")),
         )
+
+
+def _mapping(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError("expected an object")
+    return value

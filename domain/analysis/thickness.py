@@ -49,6 +49,11 @@ class Thickness:
     thin_samples: int  # rays that met the surface again within the threshold
     thin_fraction: float  # estimated share of the surface area that is thin
     minimum: float  # thinnest wall seen, mm (inf when none is thin)
+    # Per ray: the wall met within the probe distance (inf if none), and whether the
+    # ray was drawn by area; kept so a quote can judge any material's minimum later.
+    distance: np.ndarray | None = None
+    weighted: np.ndarray | None = None
+    probe: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -67,16 +72,19 @@ def wall_thickness(
     threshold: float,
     samples: int,
     seed: int,
+    probe: float = 0.0,
 ) -> Thickness:
-    """`faces` must be oriented outwards; `reach` is `Geometry.reach`."""
-    rays = _sample(vertices, faces, face_area, samples if threshold > 0 else 0, seed)
+    """`faces` must be oriented outwards; `reach` is `Geometry.reach`. Rays go as far
+    as `probe` when it exceeds `threshold` (the walls a quote may judge later)."""
+    reach_mm = max(threshold, probe)
+    rays = _sample(vertices, faces, face_area, samples if reach_mm > 0 else 0, seed)
     if not len(rays.face):
         return Thickness(0, 0, 0.0, float("inf"))
     distance = None
     if len(faces) <= BVH_MAX_TRIANGLES:
-        distance = _bvh_hits(vertices, faces, rays, threshold)
+        distance = _bvh_hits(vertices, faces, rays, reach_mm)
     if distance is None:
-        distance = _first_hits(vertices, faces, reach, rays, threshold)
+        distance = _first_hits(vertices, faces, reach, rays, reach_mm)
     thin = distance <= threshold
     weighted = rays.weighted[: len(distance)]
     return Thickness(
@@ -84,6 +92,9 @@ def wall_thickness(
         thin_samples=int(thin.sum()),
         thin_fraction=float((thin & weighted).sum() / max(int(weighted.sum()), 1)),
         minimum=float(distance[thin].min()) if thin.any() else float("inf"),
+        distance=distance,
+        weighted=weighted,
+        probe=reach_mm,
     )
 
 

@@ -8,6 +8,7 @@ from strawberry.types import Info
 
 from domain import account_mail, accounts, auth, credentials, policy, privacy
 from domain.pagination import DEFAULT_PAGE, paginate
+from runtime import notices
 from schema.accounts.types import (
     AddressInput,
     AuthPayload,
@@ -241,3 +242,9 @@ class Mutation:
         return await credentials.regenerate_recovery_codes(
             ctx.settings, ctx.services.limiter, ctx.viewer, password, otp, ctx.ip
         )
+
+    @guarded(description="Turn e-mail notices about orders on or off for yourself.")
+    async def set_order_notices(self, info: Info, enabled: bool) -> bool:
+        viewer = info.context.viewer
+        assert viewer.user_id is not None  # the policy admits signed-in callers only
+        return await notices.set_opt_out(viewer.user_id, enabled)

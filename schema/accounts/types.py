@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias
 
 import strawberry
 from strawberry.types import Info
 
-from domain import credentials
+from domain import catalogue, credentials
 from domain.enums import CompanyKind, Role
 from domain.policy import Subject
+from runtime import notices
 from schema.fields import from_row, guarded
 from storage.models import Company, User
+
+if TYPE_CHECKING:
+    from schema.materials.types import MaterialType
 
 # strawberry.enum registers the classes themselves; the aliases name them as GraphQL types.
 strawberry.enum(Role, name="Role")
@@ -31,7 +35,9 @@ class AddressType:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> AddressType | None:
-        if not data:
+        """None when there is none, or when it was erased (`{"erased": true}`, see
+        domain/privacy.py): an erased address is no address, never a broken one."""
+        if not data or data.get("erased") or "line1" not in data:
             return None
         return cls(
             line1=data["line1"],
@@ -68,7 +74,8 @@ class UserType:
         return Subject("User", self.row.id, company_id=self.row.company_id)
 
     id: strawberry.ID = from_row("id")
-    email: str = from_row("email")
+    # Nullable: a colleague who is not the company's admin reaches the user, not these.
+    email: str | None = from_row("email")
     first_name: str = from_row("first_name")
     last_name: str = from_row("last_name")
     phone: str | None = from_row("phone")
@@ -87,7 +94,7 @@ class UserType:
         company = await info.context.loaders.company.load(self.row.company_id)
         return CompanyType(row=company) if company else None
 
-    mfa_enabled: bool = from_row("mfa_enabled")
+    mfa_enabled: bool | None = from_row("mfa_enabled")
     created_at: datetime = from_row("created_at")
     signup_ip: str | None = from_row("signup_ip")
 
@@ -109,6 +116,10 @@ class UserType:
     @guarded()
     def email_verified(self) -> bool | None:
         return self.row.email_verified_at is not None
+
+    @guarded(description="Whether e-mail notices about orders reach this user (self only).")
+    async def order_notices(self) -> bool | None:
+        return await notices.wants_notices(self.row.id)
 
 
 @strawberry.type(name="Session")
@@ -158,6 +169,15 @@ class CompanyType:
     async def members(self, info: Info) -> list[UserType]:
         users = await info.context.loaders.members.load(self.row.id)
         return [UserType(row=user) for user in users]
+
+    @guarded(description="What a print service offers (set by staff); empty for customers.")
+    async def materials(
+        self,
+    ) -> list[Annotated[MaterialType, strawberry.lazy("schema.materials.types")]]:
+        from schema.materials.types import MaterialType  # a cycle: materials name models
+
+        rows = await catalogue.materials_of(self.row.id)
+        return [MaterialType.of_row(row) for row in rows]
 
 
 @strawberry.type(name="AuthPayload")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import strawberry
@@ -12,11 +13,14 @@ from strawberry.types.nodes import SelectedField
 from domain import comments, downloads, model_files
 from domain.enums import AnalysisStatus
 from domain.errors import BadUserInput
+from domain.ids import uuid_or_nil
 from domain.lookups import or_none
 from domain.pagination import DEFAULT_PAGE
 from domain.uploads import StoredUpload
+from runtime.push import model_topic
 from schema.connections import Connection, connection_from_page
-from schema.fields import guarded
+from schema.fields import guarded, guarded_subscription
+from schema.live import events_on
 from schema.models.types import CommentType, DownloadLinkType, ModelType
 
 
@@ -63,6 +67,8 @@ class Mutation:
         ctx = info.context
         row = await comments.add_comment(ctx.access, model_id, body, ctx.ip)
         company_id = (await model_files.find_model(ctx.access, model_id)).company_id
+        if ctx.push is not None:
+            await ctx.push.comment_added(row, company_id)
         return CommentType(row=row, model_company_id=company_id)
 
     @guarded(description="A short-lived link to /files/<token>; each link and download is audited.")
@@ -91,3 +97,19 @@ def _named(selections: list[Any], name: str) -> list[Any]:
         else:  # an inline fragment or a fragment spread: look inside
             found.extend(_named(selection.selections, name))
     return found
+
+
+@strawberry.type
+class Subscription:
+    @guarded_subscription(
+        description="The model each time its analysis finishes (DONE or FAILED). A model the "
+        "caller does not reach yields nothing."
+    )
+    async def model_analysis(
+        self, info: Info, model_id: strawberry.ID
+    ) -> AsyncGenerator[ModelType, None]:
+        ctx = info.context
+        async for message in events_on(ctx, model_topic(uuid_or_nil(model_id))):
+            row = await model_files.live_model(ctx.access, message)
+            if row is not None:
+                yield ModelType(row=row)

@@ -126,19 +126,22 @@ class ModelType:
 
     name: str = from_row("name")
     file_name: str = from_row("file_name")
-    created_at: datetime = from_row("created_at")
+    # Nullable where a provider, who reaches the model, may not read (the nullability rule).
+    created_at: datetime | None = from_row("created_at")
 
     @guarded()
-    async def owner(self, info: Info) -> UserType:
-        # People are anonymised, never deleted, so the owner always exists.
-        return UserType(row=await info.context.loaders.user.load(self.row.owner_id))
+    async def owner(self, info: Info) -> UserType | None:
+        if self.row.owner_id is None:
+            return None
+        row = await info.context.loaders.user.load(self.row.owner_id)
+        return UserType(row=row) if row else None
 
     @guarded()
-    async def company(self, info: Info) -> CompanyType:
+    async def company(self, info: Info) -> CompanyType | None:
         return CompanyType(row=await info.context.loaders.company.load(self.row.company_id))
 
     @guarded()
-    def analysis_status(self) -> AnalysisStatusEnum:
+    def analysis_status(self) -> AnalysisStatusEnum | None:
         return AnalysisStatus(self.row.analysis_status)
 
     analysis_error: str | None = from_row("analysis_error")
@@ -157,7 +160,7 @@ class ModelType:
     @guarded()
     async def comments(
         self, info: Info, first: int | None = DEFAULT_PAGE, after: str | None = None
-    ) -> Connection[CommentType]:
+    ) -> Connection[CommentType] | None:
         page = await comment_rules.comments_of(self.row.id, first, after)
         company_id = self.row.company_id
         return connection_from_page(page, lambda c: CommentType(row=c, model_company_id=company_id))

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+from typing import Any
+
 import strawberry
 from strawberry.types import Info
 
 from domain import orders
+from domain.ids import uuid_or_nil
 from domain.lookups import or_none
 from domain.pagination import DEFAULT_PAGE
+from runtime.push import ORDERS_TOPIC, company_topic, order_topic
 from schema.connections import Connection, connection_from_page
-from schema.fields import guarded
-from schema.orders.types import OrderInput, OrderStatusEnum, OrderType
+from schema.fields import guarded, guarded_subscription
+from schema.live import events_on
+from schema.orders.types import OrderEventType, OrderInput, OrderStatusEnum, OrderType
 
 
 @strawberry.type
@@ -47,8 +53,14 @@ class Mutation:
             shipping_address=input.shipping_address.to_dict(),
             billing_address=input.billing_address.to_dict(),
             billing_info=input.billing_info,
+            quote_id=input.quote_id,
         )
-        row = await orders.request_order(ctx.access, ctx.settings.materials, request, ctx.ip)
+        services = ctx.services
+        row = await orders.request_order(
+            ctx.access, services.keyring, request, ctx.ip, services.jobs.enqueue_analysis
+        )
+        if ctx.push is not None:
+            await ctx.push.order_requested(row)
         return OrderType(row=row)
 
     @guarded(description="Hand an order to a print service, or to another one (staff).")
@@ -57,6 +69,8 @@ class Mutation:
     ) -> OrderType:
         ctx = info.context
         row = await orders.assign_order(ctx.access, order_id, provider_company_id, ctx.ip)
+        if ctx.push is not None:
+            await ctx.push.order_assigned(row)
         return OrderType(row=row)
 
     @guarded(description="One step of the order state machine; see Order.nextSteps.")
@@ -64,5 +78,33 @@ class Mutation:
         self, info: Info, order_id: strawberry.ID, status: OrderStatusEnum, note: str | None = None
     ) -> OrderType:
         ctx = info.context
-        row = await orders.update_status(ctx.access, order_id, status, note, ctx.ip)
+        row, previous = await orders.update_status(ctx.access, order_id, status, note, ctx.ip)
+        if ctx.push is not None:
+            await ctx.push.order_status_changed(row, previous)
         return OrderType(row=row)
+
+
+def _all_mine(ctx: Any) -> str:
+    """The topic of every order event the caller may see: staff all, others their
+    company's (each event is still checked against the policy when it is sent)."""
+    if ctx.viewer.role == "STAFF":
+        return ORDERS_TOPIC
+    return company_topic(ctx.viewer.company_id or uuid_or_nil(None))
+
+
+@strawberry.type
+class Subscription:
+    @guarded_subscription(
+        description="Each new step of one order, or of every order the caller may see. "
+        "An order the caller does not reach yields nothing (it is not refused: no probing)."
+    )
+    async def order_events(
+        self, info: Info, order_id: strawberry.ID | None = None
+    ) -> AsyncGenerator[OrderEventType, None]:
+        ctx = info.context
+        topic = order_topic(uuid_or_nil(order_id)) if order_id is not None else _all_mine(ctx)
+        async for message in events_on(ctx, topic):
+            found = await orders.live_event(ctx.access, message)
+            if found is not None:
+                order, event = found
+                yield OrderEventType(row=event, order_subject=orders.subject_of(order))

@@ -9,33 +9,23 @@ import strawberry
 from strawberry.types import Info
 
 from domain import order_states
-from domain.errors import NotFound
 from domain.order_states import OrderStatus
 from domain.orders import actor_of, history_for, subject_of
 from domain.policy import Subject
 from schema.accounts.types import AddressInput, AddressType, CompanyType, UserType
 from schema.fields import from_row, guarded
+from schema.materials.types import QuoteType
 from schema.models.types import ModelType
-from storage.models import Order, OrderEvent
+from storage.models import Order, OrderEvent, Quote
 
 strawberry.enum(OrderStatus, name="OrderStatus")  # registers the class itself
 OrderStatusEnum: TypeAlias = OrderStatus
 
 
-def _address(data: dict) -> AddressType:
-    address = AddressType.from_dict(data)
-    if address is None:  # validated on the way in: only a damaged row could lack one
-        raise NotFound("The address of this order is missing.")
-    return address
-
-
-async def _person(info: Info, user_id: object) -> UserType:
-    # People are anonymised, never deleted, so the link holds; only a row removed by
-    # hand could break it, and that fails this field alone.
+async def _person(info: Info, user_id: object) -> UserType | None:
+    # People are anonymised, never deleted; a missing link answers null for this field.
     user = await info.context.loaders.user.load(user_id) if user_id is not None else None
-    if user is None:
-        raise NotFound("This person's account no longer exists.")
-    return UserType(row=user)
+    return UserType(row=user) if user is not None else None
 
 
 @strawberry.type(name="OrderEvent", description="One step of an order's history.")
@@ -53,8 +43,8 @@ class OrderEventType:
 
     at: datetime = from_row("at")
 
-    @guarded()
-    async def by(self, info: Info) -> UserType:
+    @guarded(description="Who took the step: staff only, so null for everyone else.")
+    async def by(self, info: Info) -> UserType | None:
         return await _person(info, self.row.by_id)
 
     note: str | None = from_row("note")
@@ -79,8 +69,8 @@ class OrderType:
         row = await info.context.loaders.model.load(self.row.model_id)
         return ModelType(row=row) if row else None
 
-    @guarded(description="Who asked for the print.")
-    async def customer(self, info: Info) -> UserType:
+    @guarded(description="Who asked for the print (null for the provider).")
+    async def customer(self, info: Info) -> UserType | None:
         return await _person(info, self.row.customer_id)
 
     @guarded(description="The print service holding the order; null until assigned.")
@@ -96,13 +86,16 @@ class OrderType:
     quantity: int = from_row("quantity")
     material: str = from_row("material")
 
-    @guarded()
-    def shipping_address(self) -> AddressType:
-        return _address(self.row.shipping_address)
+    @guarded(
+        description="Null once erased: the customer deleted their account and the "
+        "order no longer needs it."
+    )
+    def shipping_address(self) -> AddressType | None:
+        return AddressType.from_dict(self.row.shipping_address)
 
-    @guarded()
-    def billing_address(self) -> AddressType:
-        return _address(self.row.billing_address)
+    @guarded(description="Null for the provider.")
+    def billing_address(self) -> AddressType | None:
+        return AddressType.from_dict(self.row.billing_address)
 
     billing_info: str | None = from_row("billing_info")
 
@@ -123,6 +116,24 @@ class OrderType:
     created_at: datetime = from_row("created_at")
     ip: str | None = from_row("ip")
 
+    @guarded(description="The quote it was ordered from, if any (not for the provider).")
+    async def quote(self) -> QuoteType | None:
+        if self.row.quote_id is None:
+            return None
+        row = await Quote.get_or_none(id=self.row.quote_id)
+        return QuoteType(row=row) if row else None
+
+    @guarded(
+        description="What the customer pays: the quote's total, or the published "
+        "formula's price when ordered without a quote (not for the provider)."
+    )
+    def price(self) -> float | None:
+        return float(self.row.price) if self.row.price is not None else None
+
+    @guarded()
+    def currency(self) -> str | None:
+        return self.row.currency
+
 
 @strawberry.input(name="OrderInput")
 class OrderInput:
@@ -133,4 +144,7 @@ class OrderInput:
     billing_address: AddressInput
     billing_info: str | None = strawberry.field(
         default=None, description="VAT id, purchase order number: free text, at most 500."
+    )
+    quote_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Order from this quote: material, quantity and price are its."
     )

@@ -8,6 +8,7 @@ JSON error with a code.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -15,6 +16,8 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from domain import auth
 from domain.errors import DomainError, ServiceUnavailable
@@ -41,8 +44,28 @@ class GraphQLApp(GraphQL[Context, None]):
             allow_queries_via_get=False,
             # Multipart requests never reach strawberry: it would spool files to disk.
             multipart_uploads_enabled=False,
+            # Only the maintained protocol; the caller authenticates in connection_init.
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(seconds=10),
         )
         self.settings = settings
+
+    async def on_ws_connect(self, context: Context) -> None:
+        """graphql-transport-ws `connection_init`: {"Authorization": "Bearer <token>"}.
+
+        A missing or invalid token closes the socket (4403): a subscription is never
+        answered for an anonymous caller. The token is kept to re-check it per event.
+        """
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        header = params.get("Authorization") or params.get("authorization")
+        token = bearer_token(header if isinstance(header, str) else None)
+        if not token:
+            raise ConnectionRejectionError()
+        try:
+            context.set_viewer(*await auth.authenticate(self.settings, token))
+        except Exception as error:  # invalid token, or the database is down
+            raise ConnectionRejectionError() from error
+        context.token = token
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         context = Context(
@@ -73,6 +96,9 @@ class GraphQLEndpoint:
         self.graphql = GraphQLApp(settings)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self.graphql(scope, receive, send)
+            return
         request = Request(scope, receive)
         content_type = request.headers.get("content-type", "")
         if request.method == "POST" and content_type.startswith("multipart/"):

@@ -1,0 +1,1 @@
+"""The materials slice: the catalogue, providers' offers and quotes (issue 9)."""

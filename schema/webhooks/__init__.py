@@ -1,0 +1,1 @@
+"""The webhooks slice: partner endpoints, their deliveries, and registering them."""
