@@ -137,6 +137,9 @@ async def database(_connected: str, settings: Settings) -> AsyncIterator[str]:
     yield _connected
     connection = connections.get("default")
     if BACKEND == "sqlite":
+        # The one shared connection must be outside any transaction once the test's
+        # apps are closed: one left open hides every later write from other processes.
+        assert not connection._connection.in_transaction, "a transaction was left open"
         for table in TABLES:
             await connection.execute_script(f"DELETE FROM {table}")
     else:
