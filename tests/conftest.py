@@ -140,6 +140,12 @@ async def database(_connected: str, settings: Settings) -> AsyncIterator[str]:
         # The one shared connection must be outside any transaction once the test's
         # apps are closed: one left open hides every later write from other processes.
         assert not connection._connection.in_transaction, "a transaction was left open"
+        # SQLite keeps the -wal while any connection is open: gone means another process
+        # believed itself the last one, because something in this process opened and
+        # closed these files outside SQLite and so dropped its POSIX locks. This
+        # process's later writes then land in an unlinked file no server process sees.
+        wal = Path(f"{connection.filename}-wal")
+        assert await asyncio.to_thread(wal.exists), "the -wal went from under us"
         for table in TABLES:
             await connection.execute_script(f"DELETE FROM {table}")
     else:

@@ -88,8 +88,16 @@ async def _stolen_database(database: str) -> bytes:
     """What a thief with the database but not MASTER_KEYS reads."""
     if database.startswith("sqlite://"):
         path = Path(database.removeprefix("sqlite://"))
-        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
-        return b"".join(file.read_bytes() for file in files if file.exists())
+        files = [str(path), f"{path}-wal", f"{path}-shm"]
+        # Read by another process: closing any descriptor of these files in this one
+        # drops this process's POSIX locks on them (SQLite's known pitfall), and the
+        # next server process to close its connection then deletes the -wal under the
+        # suite's open connection, whose later writes no other process sees.
+        stolen = await asyncio.to_thread(
+            # cat reads what exists; a missing -wal/-shm only makes it exit 1.
+            subprocess.run, ["cat", *files], capture_output=True, check=False, timeout=60,
+        )
+        return stolen.stdout
     dump = await asyncio.to_thread(
         subprocess.run,
         ["pg_dump", "--no-owner", "--format=plain", database],
