@@ -79,10 +79,7 @@ run: $(RUNTIME_STAMP) assets
 test: $(DEV_STAMP) peers assets browser
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	@echo "=== test run 1/2: every test, database backend SQLite ==="
-	TEST_DATABASE=sqlite $(BIN)/python -m pytest
-	@echo "=== test run 2/2: database tests, backend PostgreSQL (127.0.0.1:5432) ==="
-	TEST_DATABASE=postgres $(BIN)/python -m pytest -m db
+	PYTHON=$(BIN)/python tests/run_backends.sh
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import struct
 import time
 import uuid
@@ -44,6 +45,19 @@ ADDRESS_DICT = {
     "city": "Berlin",
     "country": "DE",
 }
+
+
+# The Redis the tests use. `make test` runs the SQLite and PostgreSQL runs at once, each
+# with a database number of its own (keys are per database; pub/sub channels are not,
+# so tests also use channel names no other run can pick: random prefixes and UUIDs).
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_database(offset: int) -> str:
+    """A Redis database of this run's own, `offset` above REDIS_URL's (a job stream that
+    a test empties must not be another run's)."""
+    base, number = REDIS_URL.rsplit("/", 1)
+    return f"{base}/{int(number or 0) + offset}"
 
 
 @dataclass

@@ -27,9 +27,9 @@ from runtime.events import (
     SubscriptionOverflow,
     make_event_bus,
 )
+from tests.helpers import REDIS_URL
 
 REPO = Path(__file__).resolve().parent.parent
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def _redis_or_skip() -> str:

@@ -15,7 +15,7 @@ import redis
 
 from storage.models import Model3D
 from tests.conftest import serving
-from tests.helpers import ADDRESS, PASSWORD, box_stl, email
+from tests.helpers import ADDRESS, PASSWORD, REDIS_URL, box_stl, email
 from tests.server_process import start_server
 
 LOG_IN = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }"
@@ -113,7 +113,7 @@ def test_unknown_rate_limit_names_are_refused() -> None:
 
 
 def _redis_or_skip() -> str:
-    url = "redis://127.0.0.1:6379/0"
+    url = REDIS_URL
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except redis.RedisError as error:

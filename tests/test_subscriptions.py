@@ -33,13 +33,21 @@ from websockets.exceptions import ConnectionClosed
 from domain.enums import CompanyKind
 from storage.crypto import KeyRing
 from storage.models import Company, Model3D, OrderEvent
-from tests.helpers import ADDRESS, Api, Caller, analysed_model, box_stl, offer_every_material
+from tests.helpers import (
+    ADDRESS,
+    REDIS_URL,
+    Api,
+    Caller,
+    analysed_model,
+    box_stl,
+    offer_every_material,
+    redis_database,
+)
 from tests.server_process import start_server
 
 PROTOCOL = "graphql-transport-ws"
 ORDER_EVENTS = "subscription($o: ID) { orderEvents(orderId: $o) { status at note } }"
 GUIDE = Path(__file__).resolve().parents[1] / "docs" / "provider-integration.md"
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @dataclass
@@ -329,7 +337,7 @@ async def test_a_browser_sees_its_models_analysis_finish(
     subscriptions are in place: the worker's event reaches the server through Redis."""
     _redis_or_skip()
     # The job stream lives in a Redis database of its own, emptied before and after.
-    broker = REDIS_URL.rsplit("/", 1)[0] + "/11"
+    broker = redis_database(10)
     redis.Redis.from_url(broker).flushdb()
     env = _env(settings, database_url, tmp_path, REDIS_URL=REDIS_URL, JOB_BROKER_URL=broker)
     with _servers(env, tmp_path, 1) as (server,):

@@ -31,9 +31,9 @@ from runtime.settings import Settings
 from storage.crypto import KeyRing
 from storage.models import AnalysisStatus, Model3D, ModelMetadata, ModelPreview
 from storage.objects import LocalObjectStore
+from tests.helpers import REDIS_URL
 from tests.test_jobs import cube_stl, store_model, wait_for_status
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parents[1]
 # Short enough for a quick test, long enough for a cube's analysis.
 TIMEOUT_S, MARGIN_S = 6, 2
