@@ -22,7 +22,7 @@ from domain.validation import clean_name
 from runtime import metrics
 from runtime.settings import Settings
 from storage.models import ApiToken, Session, User
-from storage.queries import find_user_by_email
+from storage.queries import api_token_by_digest, find_user_by_email, session_by_digest
 
 if TYPE_CHECKING:  # the limiter is infrastructure; the rules only call hit()
     from runtime.rate_limits import RateLimiter
@@ -176,8 +176,7 @@ def _session_alive(settings: Settings, session: Session | None, current: datetim
 
 
 async def _authenticate_session(settings: Settings, digest: str) -> tuple[Viewer, User]:
-    # The caller's company comes along: nearly every request reads it (issue 14).
-    session = await Session.get_or_none(token_hash=digest).select_related("user__company")
+    session = await session_by_digest.first(digest)
     current = now()
     if session is None or not _session_alive(settings, session, current):
         raise Unauthenticated("The session has expired; log in again.")
@@ -187,7 +186,7 @@ async def _authenticate_session(settings: Settings, digest: str) -> tuple[Viewer
 
 
 async def _authenticate_api_token(digest: str) -> tuple[Viewer, User]:
-    token = await ApiToken.get_or_none(token_hash=digest).select_related("user__company")
+    token = await api_token_by_digest.first(digest)
     if token is None or token.revoked_at is not None or token.user.deleted_at is not None:
         raise Unauthenticated("The API token is not valid or was revoked.")
     current = now()
