@@ -11,6 +11,7 @@ from typing import Any
 
 from tortoise import Tortoise
 from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.exceptions import BaseORMException
 from tortoise.migrations.api import migrate as run_migrations
 
 from storage.backends import ENGINES
@@ -56,13 +57,26 @@ def _make_sqlite_dir(url: str) -> None:
             os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
 
 
+class MigrationFailed(Exception):
+    """A migration step was refused by the database; the message says which and why."""
+
+
 async def migrate(database_url: str, keys: SealingKeys) -> None:
     """Apply every pending migration; idempotent, safe at every start-up.
 
     The keys seal personal data, also in data migrations (0005)."""
     install_keys(keys)
     _make_sqlite_dir(database_url)
-    await run_migrations(config=tortoise_config(database_url))
+    try:
+        await run_migrations(config=tortoise_config(database_url))
+    except BaseException as error:
+        # The migration engine leaves its connection open. On SQLite that is a
+        # non-daemon thread: after a failed step the process (`migrate`, or a server
+        # whose start-up failed) printed its error and then never exited.
+        await Tortoise.close_connections()
+        if isinstance(error, BaseORMException):
+            raise MigrationFailed(f"migration failed: {error}") from error
+        raise
 
 
 async def connect(database_url: str, keys: SealingKeys, *, apply_migrations: bool = True) -> None:

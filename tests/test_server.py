@@ -243,3 +243,41 @@ def test_create_staff_command_prints_the_provisioning_uri(_connected: str, tmp_p
         check=False,
     )
     assert weak.returncode == 2 and "password" in weak.stderr.lower()
+
+
+def _conflicting_sqlite(tmp_path: Path) -> str:
+    """A SQLite file whose tables clash with the first migration: it must fail."""
+    import sqlite3
+
+    path = tmp_path / "clash.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE company (x INTEGER)")
+    return f"sqlite://{path}"
+
+
+def test_a_failed_migration_ends_the_command_with_a_clear_error(tmp_path: Path) -> None:
+    """It used to print a traceback and then hang forever: the migration engine's SQLite
+    connection thread kept the process alive."""
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "DATABASE_URL": _conflicting_sqlite(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "server.py", "migrate"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=60, check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "migration failed" in result.stderr and 'table "company" already exists' in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_server_whose_migration_fails_exits(tmp_path: Path) -> None:
+    """A supervisor restarts or reports a process that exits; one that hangs after
+    "Application startup failed" looks alive and serves nothing."""
+    env = {
+        **os.environ, "DATA_DIR": str(tmp_path), "DATABASE_URL": _conflicting_sqlite(tmp_path),
+        "PORT": "0",
+    }
+    result = subprocess.run(
+        [sys.executable, "server.py", "serve"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=60, check=False,
+    )
+    assert result.returncode != 0
+    assert "Application startup failed" in result.stdout + result.stderr

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         secure_data_dir(settings.data_dir)
         logs.configure(settings.log_format)
         run(args, settings)
-    except (SettingsError, DomainError, BackupError) as error:
+    except (SettingsError, DomainError, BackupError, db.MigrationFailed) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     finally:
