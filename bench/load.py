@@ -91,6 +91,8 @@ RATE_LIMITS = ",".join(
         "signup_ip",
         "upload_user",
         "upload_ip",
+        "order_request_user",
+        "order_step_user",
     )
 )
 CONFIGS = ("one", "two")

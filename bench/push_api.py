@@ -126,7 +126,8 @@ async def _world(data_dir: Path, customer_token: str, orders: int) -> tuple[str,
 async def _server(data_dir: Path) -> AsyncIterator[str]:
     port = free_port()
     env = child_env(DATA_DIR=str(data_dir), PORT=str(port), HOST="127.0.0.1",
-                    WEBHOOK_ALLOW_PRIVATE_NETWORKS="1", BACKUP_PERIOD_SECONDS="0")
+                    WEBHOOK_ALLOW_PRIVATE_NETWORKS="1", BACKUP_PERIOD_SECONDS="0",
+                    RATE_LIMITS="order_step_user=100000/hour")
     log = data_dir / "server.log"
     with subprocess_running([str(ROOT / ".venv/bin/python"), "server.py", "serve"], env,
                             log) as process:

@@ -75,7 +75,15 @@ SIGN_UP = "mutation($input: SignUpInput!) { signUp(input: $input) { token } }"
 ADDRESS = {"line1": "Benchstr. 1", "postalCode": "10115", "city": "Berlin", "country": "DE"}
 LIMITS = ",".join(
     f"{rule}=1000000/hour"
-    for rule in ("login_ip", "login_account", "signup_ip", "upload_user", "upload_ip")
+    for rule in (
+        "login_ip",
+        "login_account",
+        "signup_ip",
+        "upload_user",
+        "upload_ip",
+        "order_request_user",
+        "order_step_user",
+    )
 )
 
 

@@ -40,6 +40,10 @@ DEFAULT_LIMITS: dict[str, str] = {
     "accept_invitation_ip": "30/hour",
     "upload_user": "200/hour",
     "upload_ip": "400/hour",
+    # Orders create invoices-to-be and notify providers; a stolen token or a broken
+    # partner script must not flood either.
+    "order_request_user": "120/hour",
+    "order_step_user": "1200/hour",
 }
 
 

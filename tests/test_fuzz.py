@@ -97,6 +97,8 @@ RATE_LIMITS = ",".join(
         ("accept_invitation_ip", "hour"),
         ("upload_user", "hour"),
         ("upload_ip", "hour"),
+        ("order_request_user", "hour"),
+        ("order_step_user", "hour"),
     ]
 )
 # Run last: they destroy what the other operations are fuzzed against.

@@ -5,6 +5,7 @@ sees what of an order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import pytest
@@ -475,9 +476,22 @@ async def test_every_step_for_every_caller_follows_the_machine(api: Api, cast: C
         (("staff", "DECLINED"), ("customer", "CANCELLED")),
     ],
 )
-async def test_two_concurrent_updates_cannot_both_win(api: Api, cast: Cast, first, second) -> None:
+async def test_two_concurrent_updates_cannot_both_win(
+    api: Api, cast: Cast, first, second, monkeypatch: pytest.MonkeyPatch
+) -> None:
     callers = {"provider": cast.provider, "customer": cast.customer, "staff": cast.staff}
+    move = orders._move
+
+    async def move_after_both_read(*args, **kwargs):
+        # Both requests have read the order as ASSIGNED before either writes: the race
+        # happens every time, whatever the scheduling before (a rate-limit check, say).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(barrier.wait(), 5)
+        return await move(*args, **kwargs)
+
+    monkeypatch.setattr(orders, "_move", move_after_both_read)
     for _ in range(5):
+        barrier = asyncio.Barrier(2)
         order = await _order_row(cast, OrderStatus.ASSIGNED)
         bodies = await asyncio.gather(
             *(

@@ -13,9 +13,17 @@ import httpx
 import pytest
 import redis
 
-from storage.models import Model3D
+from storage.models import Company, CompanyKind, Model3D, Order, OrderStatus, Role
 from tests.conftest import serving
-from tests.helpers import ADDRESS, PASSWORD, REDIS_URL, box_stl, email
+from tests.helpers import (
+    ADDRESS,
+    PASSWORD,
+    REDIS_URL,
+    analysed_model,
+    box_stl,
+    email,
+    offer_every_material,
+)
 from tests.server_process import start_server
 
 LOG_IN = "mutation($e: String!, $p: String!) { logIn(email: $e, password: $p) { token } }"
@@ -100,6 +108,58 @@ async def test_uploads_are_limited_before_any_byte_is_stored(database, settings,
         assert response.status_code == 429 and "retry-after" in response.headers
         assert _codes(response.json()) == {"RATE_LIMITED"}
         assert await Model3D.all().count() == 1
+
+
+REQUEST_ORDER = "mutation($i: OrderInput!) { requestOrder(input: $i) { id } }"
+ASSIGN = "mutation($o: ID!, $c: ID!) { assignOrder(orderId: $o, providerCompanyId: $c) { id } }"
+STEP = "mutation($o: ID!, $s: OrderStatus!) { updateOrderStatus(orderId: $o, status: $s) { id } }"
+
+
+def _limited(body: dict) -> bool:
+    errors = body.get("errors") or []
+    return [e["extensions"]["code"] for e in errors] == ["RATE_LIMITED"] and all(
+        e["extensions"]["retryAfter"] >= 1 for e in errors
+    )
+
+
+async def test_order_requests_and_steps_are_limited_per_user(database, settings, tmp_path) -> None:
+    limited = replace(
+        settings,
+        rate_limits="order_request_user=2/hour,order_step_user=2/hour",
+        storage_url=f"file://{tmp_path}/o",
+    )
+    async with serving(limited) as api:
+        customer = await api.customer()
+        company = await Company.get(id=customer.user.company_id)
+        colleague = await api.member(company, Role.CUSTOMER)
+        model = await analysed_model(api.services.keyring, company.id, customer.user.id)
+        printer = await Company.create(name="Druck AG", kind=CompanyKind.PRINT_SERVICE)
+        await offer_every_material(printer.id)
+        provider, staff = await api.provider(printer, admin=True), await api.staff()
+        order = {
+            "modelId": str(model.id),
+            "quantity": 1,
+            "material": "PLA",
+            "shippingAddress": ADDRESS,
+            "billingAddress": ADDRESS,
+        }
+
+        ids = [
+            (await api.ok(REQUEST_ORDER, {"i": order}, customer.token))["requestOrder"]["id"]
+            for _ in range(2)
+        ]
+        assert _limited(await api.gql(REQUEST_ORDER, {"i": order}, customer.token))
+        assert await Order.all().count() == 2  # the refused request wrote nothing
+        # The budget is the caller's own: a colleague still orders.
+        await api.ok(REQUEST_ORDER, {"i": order}, colleague.token)
+
+        for order_id in ids:  # staff's two steps
+            await api.ok(ASSIGN, {"o": order_id, "c": str(printer.id)}, staff.token)
+        assert _limited(await api.gql(ASSIGN, {"o": ids[0], "c": str(printer.id)}, staff.token))
+        for order_id in ids:  # the provider's own two
+            await api.ok(STEP, {"o": order_id, "s": "ACCEPTED"}, provider.token)
+        assert _limited(await api.gql(STEP, {"o": ids[0], "s": "IN_PRODUCTION"}, provider.token))
+        assert (await Order.get(id=ids[0])).status == OrderStatus.ACCEPTED
 
 
 def test_unknown_rate_limit_names_are_refused() -> None:

@@ -46,6 +46,7 @@ class Mutation:
     @guarded(description="A print request for one of your company's models.")
     async def request_order(self, info: Info, input: OrderInput) -> OrderType:
         ctx = info.context
+        await ctx.services.limiter.hit("order_request_user", ctx.viewer.user_id)
         request = orders.OrderRequest(
             model_id=input.model_id,
             quantity=input.quantity,
@@ -68,6 +69,7 @@ class Mutation:
         self, info: Info, order_id: strawberry.ID, provider_company_id: strawberry.ID
     ) -> OrderType:
         ctx = info.context
+        await ctx.services.limiter.hit("order_step_user", ctx.viewer.user_id)
         row = await orders.assign_order(ctx.access, order_id, provider_company_id, ctx.ip)
         if ctx.push is not None:
             await ctx.push.order_assigned(row)
@@ -78,6 +80,7 @@ class Mutation:
         self, info: Info, order_id: strawberry.ID, status: OrderStatusEnum, note: str | None = None
     ) -> OrderType:
         ctx = info.context
+        await ctx.services.limiter.hit("order_step_user", ctx.viewer.user_id)
         row, previous = await orders.update_status(ctx.access, order_id, status, note, ctx.ip)
         if ctx.push is not None:
             await ctx.push.order_status_changed(row, previous)
