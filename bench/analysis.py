@@ -10,8 +10,11 @@ the pre-forked isolated analysis child):
   job fetching and decrypting the stored file instead;
 - answer->DONE: the same, from the upload's answer (the fixed cost of the job
   hand-off, waiting for the child or fetch and decryption, the result write);
+- ->checked: from sending the upload until `printability.pendingChecks` is
+  empty (DONE comes before the wall-thickness check, docs/analysis.md);
 - child: `run_isolated` alone, in this process, the way the job calls it;
-- own: `analyse` in this process (the analysis' own time, no process hand-off);
+- own: `analyse` in this process (the analysis' own time, no process hand-off)
+  until its first report (what DONE waits for), and "all" until the complete one;
 - peak: the largest resident set of any process under the server while the
   file is analysed (sampled every 5 ms with psutil), against the file size;
 - admesh: `admesh FILE` wall time (Debian package `admesh`) and the ratios.
@@ -63,7 +66,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "meshes"
 CAD_FILES = ("featuretype.STL", "idler_riser.STL", "octagonal_pocket.stl", "20mm-xyz-cube.stl",
              "admesh-conveyor-merge.stl")
 POLL_S = 0.010
-MODEL = "query($id: ID!) { model(id: $id) { analysisStatus analysisError } }"
+MODEL = """query($id: ID!) { model(id: $id) { analysisStatus analysisError
+  metadata { printability { pendingChecks } } } }"""
 UPLOAD = (
     "mutation($f: Upload!) { uploadModel(file: $f) { id analysisStatus } }"
 )
@@ -91,8 +95,9 @@ def main() -> None:
             base_url, token, pid = _server(stack, work, streamed=not args.no_stream)
             prestart()
             print(f"{'file':28s} {'triangles':>10s} {'MiB':>7s} | {'upload->DONE':>12s} "
-                  f"{'answer->DONE':>12s} {'child':>7s} {'own':>7s} {'peak/file':>9s} | "
-                  f"{'admesh':>7s} {'API/admesh':>10s} {'own/admesh':>10s}")
+                  f"{'answer->DONE':>12s} {'->checked':>9s} {'child':>7s} {'own':>7s} "
+                  f"{'own all':>7s} {'peak/file':>9s} | {'admesh':>7s} {'API/admesh':>10s} "
+                  f"{'own/admesh':>10s} {'all/admesh':>10s}")
             for path in files:
                 _bench(path, base_url, token, pid, admesh, args.runs)
 
@@ -150,31 +155,44 @@ def _server(stack: contextlib.ExitStack, work: Path, streamed: bool) -> tuple[st
 
 def _bench(path: Path, base_url: str, token: str, pid: int, admesh: str | None, runs: int):
     data = path.read_bytes()
-    api, answered, peaks = [], [], []
-    child_times, own = [], []
+    api, answered, checked, peaks = [], [], [], []
+    child_times, own, own_all = [], [], []
     for run in range(runs + 1):
-        total, after_answer, peak = asyncio.run(_through_api(base_url, token, pid, path.name, data))
+        total, after_answer, complete, peak = asyncio.run(
+            _through_api(base_url, token, pid, path.name, data)
+        )
         report, stats = run_isolated_with_stats(
             data, path.name, "stl", AnalysisOptions(), 300.0, 4096 * MIB
         )
         if run:  # the first is the warm-up
             api.append(total)
             answered.append(after_answer)
+            checked.append(complete)
             peaks.append(peak)
             child_times.append(stats.seconds)
-            started = time.perf_counter()
-            analyse(data, path.name, "stl", AnalysisOptions())
-            own.append(time.perf_counter() - started)
+            to_first, to_end = _own(data, path.name)
+            own.append(to_first)
+            own_all.append(to_end)
     triangles = report.triangle_count
     line = (f"{path.name[:28]:28s} {triangles:>10,d} {len(data) / MIB:7.2f} | "
-            f"{_s(api):>12s} {_s(answered):>12s} {_s(child_times):>7s} {_s(own):>7s} "
-            f"{statistics.median(peaks) / len(data):9.2f} |")
+            f"{_s(api):>12s} {_s(answered):>12s} {_s(checked):>9s} {_s(child_times):>7s} "
+            f"{_s(own):>7s} {_s(own_all):>7s} {statistics.median(peaks) / len(data):9.2f} |")
     if admesh is not None:
-        theirs = [_admesh(admesh, path) for _ in range(runs + 1)][1:]
-        ratio_api = statistics.median(api) / statistics.median(theirs)
-        ratio_own = statistics.median(own) / statistics.median(theirs)
-        line += f" {_s(theirs):>7s} {ratio_api:9.2f}x {ratio_own:9.2f}x"
+        theirs = statistics.median([_admesh(admesh, path) for _ in range(runs + 1)][1:])
+        ratios = [statistics.median(values) / theirs for values in (api, own, own_all)]
+        line += f" {theirs:6.3f}s " + " ".join(f"{ratio:9.2f}x" for ratio in ratios)
     print(line, flush=True)
+
+
+def _own(data: bytes, name: str) -> tuple[float, float]:
+    """`analyse` in this process: seconds to its first report (or its only one), and
+    to its complete one."""
+    first: list[float] = []
+    started = time.perf_counter()
+    mark = lambda _report: first.append(time.perf_counter())  # noqa: E731
+    analyse(data, name, "stl", AnalysisOptions(), on_first=mark)
+    ended = time.perf_counter()
+    return (first[0] if first else ended) - started, ended - started
 
 
 def _s(values: list[float]) -> str:
@@ -183,7 +201,8 @@ def _s(values: list[float]) -> str:
 
 async def _through_api(
     base_url: str, token: str, pid: int, name: str, data: bytes
-) -> tuple[float, float, int]:
+) -> tuple[float, float, float, int]:
+    """Upload->DONE, answer->DONE, upload->checks done, and the children's peak RSS."""
     headers = {"Authorization": f"Bearer {token}", "Apollo-Require-Preflight": "1"}
     files = {
         "operations": (None, json.dumps({"query": UPLOAD, "variables": {"f": None}})),
@@ -200,19 +219,22 @@ async def _through_api(
         if body.get("errors"):
             raise SystemExit(f"upload of {name} failed: {body['errors'][0]['message']}")
         model_id = body["data"]["uploadModel"]["id"]
+        done = None
         while True:
             reply = await client.post(
                 "/graphql", json={"query": MODEL, "variables": {"id": model_id}}, headers=headers
             )
             model = reply.json()["data"]["model"]
-            if model["analysisStatus"] == "DONE":
-                break
             if model["analysisStatus"] == "FAILED":
                 raise SystemExit(f"analysis of {name} failed: {model['analysisError']}")
+            if model["analysisStatus"] == "DONE":
+                done = done or time.perf_counter()
+                if not model["metadata"]["printability"]["pendingChecks"]:
+                    break
             await asyncio.sleep(POLL_S)
-        done = time.perf_counter()
+        complete = time.perf_counter()
     sampler.stop()
-    return done - started, done - answered, sampler.peak
+    return done - started, done - answered, complete - started, sampler.peak
 
 
 class _PeakSampler(threading.Thread):

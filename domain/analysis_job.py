@@ -43,7 +43,7 @@ from tortoise.transactions import in_transaction
 
 from domain.analysis.errors import AnalysisFailed
 from domain.analysis.options import AnalysisOptions
-from domain.analysis.report import MeshReport
+from domain.analysis.report import FirstReport, MeshReport
 from domain.analysis.sandbox import StreamAbandoned, StreamedAnalysis, run_isolated
 from domain.part_facts import sealed_fields
 from runtime import metrics
@@ -74,6 +74,7 @@ class Analyse(Protocol):
         options: AnalysisOptions,
         timeout_s: float,
         memory_bytes: int,
+        on_first: FirstReport | None = None,
     ) -> MeshReport: ...
 
 
@@ -84,6 +85,29 @@ class Outcome(StrEnum):
     DROPPED = "dropped"
     # A transient error outlasted the retries; the sweep will try again.
     POSTPONED = "postponed"
+
+
+# Announces a first report recorded as DONE while its checks still run.
+FirstDone = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Stages:
+    """An analysis under way: the report without the wall check (which never comes
+    when there are no walls to check) and the complete one."""
+
+    first: asyncio.Future[MeshReport]
+    final: asyncio.Future[MeshReport]
+
+    def __post_init__(self) -> None:
+        # Retrieved here too: a final report nobody waits for any more (the model
+        # was deleted after its first) must not log "exception never retrieved".
+        self.final.add_done_callback(lambda done: done.cancelled() or done.exception())
+
+    async def first_or_final(self) -> MeshReport:
+        """Whichever comes first; the complete report if both are in (one write)."""
+        await asyncio.wait((self.first, self.final), return_when=asyncio.FIRST_COMPLETED)
+        return self.final.result() if self.final.done() else self.first.result()
 
 
 @dataclass(frozen=True)
@@ -197,6 +221,13 @@ def _held(held: Claim) -> QuerySet[Model3D]:
     return Model3D.filter(id=held.model.id, analysis_status=RUNNING, analysis_attempts=held.token)
 
 
+def _done_by(held: Claim) -> QuerySet[Model3D]:
+    """The row as this claim's first report left it (not re-analysed, not deleted)."""
+    return Model3D.filter(
+        id=held.model.id, analysis_status=AnalysisStatus.DONE, analysis_attempts=held.token
+    )
+
+
 async def renew(held: Claim) -> bool:
     """Restart the lease; False if the claim was lost or the model deleted."""
     return await _held(held).update(analysis_started_at=utc_now()) == 1
@@ -220,6 +251,46 @@ async def record_done(
             model_id=held.model.id, **_metadata_fields(report), **(sealed or {})
         )
     return True
+
+
+async def record_checks(
+    held: Claim, report: MeshReport, sealed: dict[str, bytes | None] | None = None
+) -> bool:
+    """Replace the first report with the complete one, if the row is still DONE
+    under this claim."""
+    async with in_transaction():
+        # A no-op update: the row check and its lock in one statement.
+        if await _done_by(held).update(analysis_error=None) != 1:
+            return False
+        await ModelMetadata.filter(model_id=held.model.id).delete()
+        await ModelMetadata.create(
+            model_id=held.model.id, **_metadata_fields(report), **(sealed or {})
+        )
+    return True
+
+
+async def stranded_checks(now: datetime, lease_s: float, limit: int) -> list[tuple[UUID, int]]:
+    """DONE models whose checks outlived the lease: the process running them died.
+    (model id, claim token) pairs for `reopen`."""
+    cutoff = now - timedelta(seconds=lease_s)
+    rows = (
+        await ModelMetadata.filter(
+            ~Q(pending_checks=""),
+            model__analysis_status=AnalysisStatus.DONE,
+            model__analysis_started_at__lt=cutoff,
+        )
+        .limit(limit)
+        .values_list("model_id", "model__analysis_attempts")
+    )
+    return [(UUID(str(model_id)), int(token)) for model_id, token in rows]
+
+
+async def reopen(model_id: UUID, token: int, now: datetime) -> bool:
+    """Back to PENDING for a complete analysis, unless someone else got there first."""
+    reopened = await Model3D.filter(
+        id=model_id, analysis_status=AnalysisStatus.DONE, analysis_attempts=token
+    ).update(analysis_status=PENDING, analysis_started_at=now)
+    return reopened == 1
 
 
 async def record_failed(held: Claim, reason: str) -> bool:
@@ -248,6 +319,7 @@ def _metadata_fields(report: MeshReport) -> dict[str, object]:
         "body_count": report.body_count,
         "is_watertight": report.is_watertight,
         "printable": report.printability.printable,
+        "pending_checks": ",".join(report.pending_checks),
         "issues": [
             {"code": i.code, "severity": i.severity, "message": i.message}
             for i in report.printability.issues
@@ -280,9 +352,18 @@ class AnalysisJob:
     def lease_s(self) -> float:
         return self.settings.analysis_timeout_seconds + self.limits.lease_margin_s
 
-    async def run(self, model_id: UUID, early: StreamedAnalysis | None = None) -> Outcome:
+    async def run(
+        self,
+        model_id: UUID,
+        early: StreamedAnalysis | None = None,
+        on_first_done: FirstDone | None = None,
+    ) -> Outcome:
         """Claim and analyse the model; `early` is an analysis of its plaintext
-        made while it was uploaded, whose result is used if it has one."""
+        made while it was uploaded, whose result is used if it has one.
+
+        When the report without the wall check is recorded as DONE first,
+        `on_first_done` is awaited then; the outcome is DONE once the complete
+        report replaced it."""
         try:
             held = await self._retry(lambda: claim(model_id, self.lease_s, self.limits.max_claims))
         except Exception as error:
@@ -298,33 +379,67 @@ class AnalysisJob:
         outcome = ["error"]
         with metrics.timed(metrics.ANALYSIS, outcome):
             try:
-                result = await self._process(held, early)
+                result = await self._process(held, early, on_first_done)
             except Exception as error:
                 result = await self._settle_error(held, error)
             outcome[0] = str(result.value).lower()
         return result
 
-    async def _process(self, held: Claim, early: StreamedAnalysis | None = None) -> Outcome:
+    async def _process(
+        self, held: Claim, early: StreamedAnalysis | None, on_first_done: FirstDone | None
+    ) -> Outcome:
         model = held.model
-        report = await self._early_report(model, early) if early is not None else None
-        if report is None:
-            report = await self._fetch_and_analyse(held)
-            if report is None:
+        stages = _streamed(early) if early is not None else None
+        report = await self._early_report(model, stages) if stages is not None else None
+        if stages is None or report is None:
+            stages = await self._fetch_and_start(held)
+            if stages is None:
                 return Outcome.DROPPED
-        # The child only returns the hull and walls; sealing them is the parent's job.
-        sealed = sealed_fields(report, self.keyring, model)
-        if not await self._retry(lambda: record_done(held, report, sealed)):
+            report = await stages.first_or_final()
+        if not await self._record(held, report, record_done):
             log.info("model %s: analysed, but deleted or taken over meanwhile", model.id)
             return Outcome.DROPPED
-        log.info("model %s: analysis done", model.id)
+        if not report.pending_checks:
+            log.info("model %s: analysis done", model.id)
+            return Outcome.DONE
+        log.info("model %s: analysis done, checks %s running", model.id, report.pending_checks)
+        if on_first_done is not None:
+            await on_first_done()
+        complete = await self._complete(model, stages.final, report)
+        if not await self._record(held, complete, record_checks):
+            log.info("model %s: checked, but deleted or re-analysed meanwhile", model.id)
+            return Outcome.DROPPED
+        log.info("model %s: checks done", model.id)
         return Outcome.DONE
 
-    async def _early_report(self, model: Model3D, early: StreamedAnalysis) -> MeshReport | None:
-        """The streamed analysis' report; None if it has none (then the stored
+    async def _record(self, held: Claim, report: MeshReport, record) -> bool:
+        # The child only returns the hull and walls; sealing them is the parent's job.
+        sealed = sealed_fields(report, self.keyring, held.model)
+        return bool(await self._retry(lambda: record(held, report, sealed)))
+
+    async def _complete(
+        self, model: Model3D, final: asyncio.Future[MeshReport], first: MeshReport
+    ) -> MeshReport:
+        """The complete report; the first one, naming its checks as not done, if the
+        child did not get that far (time or memory limit, crash)."""
+        try:
+            return replace(await final, file_name=model.file_name)
+        except AnalysisFailed as failed:
+            reason = failed.reason
+        except StreamAbandoned:
+            reason = "The analysis was interrupted."
+        except Exception:
+            log.exception("model %s: unexpected error during the checks", model.id)
+            reason = "The analysis was interrupted."
+        log.info("model %s: checks not finished: %s", model.id, reason)
+        return first.checks_abandoned(reason)
+
+    async def _early_report(self, model: Model3D, stages: Stages) -> MeshReport | None:
+        """The streamed analysis' first report; None if it has none (then the stored
         file is analysed). The file's own failure (AnalysisFailed) is final: the
         same bytes would fail the same way again."""
         try:
-            report = await asyncio.wrap_future(early.future)
+            report = await stages.first_or_final()
         except StreamAbandoned as reason:
             log.info("model %s: streamed analysis abandoned (%s); analysing the stored file",
                      model.id, reason)
@@ -335,25 +450,34 @@ class AnalysisJob:
             return None
         return replace(report, file_name=model.file_name)
 
-    async def _fetch_and_analyse(self, held: Claim) -> MeshReport | None:
-        """Decrypt the stored file and analyse it; None if the claim was lost."""
+    async def _fetch_and_start(self, held: Claim) -> Stages | None:
+        """Decrypt the stored file and start analysing it; None if the claim was lost."""
         model = held.model
         data = await self._retry(lambda: self._fetch(model))
         # The fetch may have taken a while: restart the lease, and skip the CPU
         # work if the model was deleted or taken over meanwhile.
         if not await self._retry(lambda: renew(held)):
             return None
-        report = await asyncio.to_thread(
-            self._analyse,
-            data,
-            model.file_name,
-            model.format,
-            AnalysisOptions.from_settings(self.settings),
-            float(self.settings.analysis_timeout_seconds),
-            self.settings.analysis_memory_bytes,
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[MeshReport] = loop.create_future()
+
+        def on_first(report: MeshReport) -> None:  # in the analysis thread
+            loop.call_soon_threadsafe(_settle_once, first, report)
+
+        final = asyncio.ensure_future(
+            asyncio.to_thread(
+                self._analyse,
+                data,
+                model.file_name,
+                model.format,
+                AnalysisOptions.from_settings(self.settings),
+                float(self.settings.analysis_timeout_seconds),
+                self.settings.analysis_memory_bytes,
+                on_first,
+            )
         )
-        del data
-        return report
+        del data  # the thread holds it until the child has it all
+        return Stages(first, final)
 
     async def _fetch(self, model: Model3D) -> bytearray:
         """The decrypted file, in memory only: plaintext never touches the disk.
@@ -376,6 +500,11 @@ class AnalysisJob:
         return buffer
 
     async def _settle_error(self, held: Claim, error: Exception) -> Outcome:
+        if await _done_by(held).exists():
+            # After the first report: it stays (the checks' own failure is handled
+            # in _complete); only the complete one could not be recorded.
+            log.warning("model %s: checks not recorded (%s)", held.model.id, error)
+            return Outcome.DROPPED
         model = held.model
         if is_transient(error):
             log.warning("model %s: storage unavailable (%s); postponed", model.id, error)
@@ -411,3 +540,12 @@ class AnalysisJob:
                 log.info("transient error (%s); retry %d in %.1fs", error, attempt, delay)
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable: max_attempts must be at least 1")
+
+
+def _streamed(early: StreamedAnalysis) -> Stages:
+    return Stages(asyncio.wrap_future(early.first), asyncio.wrap_future(early.future))
+
+
+def _settle_once(future: asyncio.Future[MeshReport], report: MeshReport) -> None:
+    if not future.done():
+        future.set_result(report)

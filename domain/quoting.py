@@ -62,6 +62,13 @@ async def analysed_part(
     metadata = await ModelMetadata.get_or_none(model_id=model.id)
     if metadata is None or not math.isfinite(metadata.volume) or metadata.volume <= 0:
         raise NotPrintable("The model has no measurable volume.", reason="NO_VOLUME")
+    if metadata.pending_checks:
+        # The walls decide whether a material can print it: no verdict before them.
+        raise NotPrintable(
+            "The model's wall-thickness check is still running; it can be quoted and "
+            "ordered in a moment.",
+            reason="CHECKS_RUNNING",
+        )
     if reanalyse is not None and metadata.hull_sealed is None and metadata.walls_sealed is None:
         await _analyse_again(model, reanalyse)
     return part_facts(keyring, model, metadata), float(metadata.volume)

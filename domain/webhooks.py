@@ -36,6 +36,8 @@ EVENT_FIELDS: dict[str, tuple[str, ...]] = {
     "order.status_changed": ("orderId", "status", "previousStatus"),
     "model.analysis_done": ("modelId", "analysisStatus"),
     "model.analysis_failed": ("modelId", "analysisStatus"),
+    # After model.analysis_done whose printability had pendingChecks: the verdict is complete.
+    "model.checks_done": ("modelId", "analysisStatus"),
     "comment.added": ("commentId", "modelId"),
 }
 EVENTS: frozenset[str] = frozenset(EVENT_FIELDS)

@@ -42,7 +42,14 @@ from tortoise.timezone import now as utc_now
 
 from domain import account_mail, maintenance
 from domain.analysis.sandbox import StreamedAnalysis
-from domain.analysis_job import AnalysisJob, JobLimits, Outcome, stranded
+from domain.analysis_job import (
+    AnalysisJob,
+    JobLimits,
+    Outcome,
+    reopen,
+    stranded,
+    stranded_checks,
+)
 from domain.enums import AnalysisStatus
 from domain.preview_job import PreviewJob, without_preview
 from runtime import notices
@@ -130,8 +137,9 @@ class JobQueue:
         async def analyse_model(model_id: str) -> None:
             with self._tracked():
                 async with self._slots:
-                    outcome = await self.job.run(UUID(model_id))
-            await self._analysis_settled(UUID(model_id), outcome)
+                    first = _FirstAnnounced(self, UUID(model_id))
+                    outcome = await self.job.run(UUID(model_id), None, first)
+            await self._analysis_settled(UUID(model_id), outcome, first.announced)
 
         async def deliver_webhook(delivery_id: int) -> None:
             with self._tracked():
@@ -324,6 +332,13 @@ class JobQueue:
             if taken:
                 await self.enqueue_analysis(model_id)
                 requeued.append(model_id)
+        # DONE, but the process running its wall check died: analysed again whole.
+        for model_id, token in await stranded_checks(
+            now, self.job.lease_s, self.options.sweep_batch
+        ):
+            if await reopen(model_id, token, now):
+                await self.enqueue_analysis(model_id)
+                requeued.append(model_id)
         if requeued:
             log.info("recovery sweep re-queued %d model(s)", len(requeued))
         if self.settings.previews:
@@ -339,14 +354,22 @@ class JobQueue:
         # No slot: the analysis already runs in its own child, outside the
         # job engine's concurrency; only a fallback to the stored file would
         # add work, and it is rare (the stream was abandoned).
+        first = _FirstAnnounced(self, model_id)
         try:
-            outcome = await self.job.run(model_id, early=early)
+            outcome = await self.job.run(model_id, early, first)
         finally:
             early.abort()  # unclaimed (e.g. deleted at once): stop the child
-        await self._analysis_settled(model_id, outcome)
+        await self._analysis_settled(model_id, outcome, first.announced)
 
-    async def _analysis_settled(self, model_id: UUID, outcome: Outcome) -> None:
-        """After an analysis ends, by the job or the streamed child: preview, events."""
+    async def _analysis_settled(
+        self, model_id: UUID, outcome: Outcome, announced: bool = False
+    ) -> None:
+        """After an analysis ends, by the job or the streamed child: preview, events.
+        `announced`: its first report was settled as DONE already (`_FirstAnnounced`)."""
+        if announced:
+            if outcome is Outcome.DONE:
+                await self.push.checks_finished(model_id)
+            return
         if outcome is Outcome.DONE and self.settings.previews:
             await self.enqueue_preview(model_id)
         if outcome in (Outcome.DONE, Outcome.FAILED):
@@ -488,3 +511,15 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     finally:
         for signum in signals:
             loop.remove_signal_handler(signum)
+
+
+class _FirstAnnounced:
+    """The job's `on_first_done`: DONE was recorded before the wall check, so the
+    preview and the analysis_done events go out now, not when the check ends."""
+
+    def __init__(self, queue: JobQueue, model_id: UUID) -> None:
+        self.queue, self.model_id, self.announced = queue, model_id, False
+
+    async def __call__(self) -> None:
+        self.announced = True
+        await self.queue._analysis_settled(self.model_id, Outcome.DONE)

@@ -93,6 +93,17 @@ class Push:
             "modelId": model.id, "analysisStatus": model.analysis_status,
         })
 
+    async def checks_finished(self, model_id: UUID) -> None:
+        """The complete verdict replaced a first report (Printability.pendingChecks)."""
+        model = await Model3D.get_or_none(id=model_id)
+        if model is None or model.analysis_status != AnalysisStatus.DONE:
+            return
+        message = {"kind": "model", "modelId": str(model.id), "event": "model.checks_done"}
+        await self._publish([model_topic(model.id)], message)
+        await self._webhooks("model.checks_done", [model.company_id], {
+            "modelId": model.id, "analysisStatus": model.analysis_status,
+        })
+
     async def comment_added(self, comment: Comment, company_id: UUID) -> None:
         await self._webhooks("comment.added", [company_id], {
             "commentId": comment.id, "modelId": comment.model_id,

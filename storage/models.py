@@ -206,6 +206,9 @@ class ModelMetadata(OrmModel):
     # key (domain/part_facts.py); null for analyses made before quotes existed.
     hull_sealed = fields.BinaryField(null=True)
     walls_sealed = fields.BinaryField(null=True)
+    # Checks still running after DONE, comma-separated ("THIN_WALLS"); empty when the
+    # report is complete (domain/analysis_job.py).
+    pending_checks = fields.CharField(max_length=64, default="")
     analysed_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -30,6 +30,8 @@ from runtime.jobs import JobOptions
 from runtime.services import close_services, open_services, sealing_keys
 from runtime.settings import Settings
 from storage import db
+from storage.crypto import KeyRing
+from storage.objects import LocalObjectStore
 from storage.sealed_fields import install_keys, installed_keys
 from tests.helpers import Api
 from web.app import create_app
@@ -235,3 +237,21 @@ def _dump_asyncio_tasks(signum: int, frame: object) -> None:
 
 
 signal.signal(signal.SIGUSR1, _dump_asyncio_tasks)
+
+
+# --- the analysis job's parts (tests/test_jobs.py and the tests built on it) -------------
+
+
+@pytest.fixture
+def job_settings(settings: Settings) -> Settings:
+    return replace(settings, analysis_timeout_seconds=30, job_broker_url="")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalObjectStore:
+    return LocalObjectStore(tmp_path / "objects")
+
+
+@pytest.fixture
+def keyring(settings: Settings) -> KeyRing:
+    return KeyRing(settings.master_keys, settings.active_key_id)

@@ -258,11 +258,16 @@ async def offer_every_material(company_id: uuid.UUID) -> None:
 
 
 async def wait_analysed(model_id: object, within_s: float = 30.0) -> Model3D:
-    """Poll the row until the background analysis has finished (DONE or FAILED)."""
+    """Poll the row until the background analysis has finished (FAILED, or DONE with
+    every check: the wall check may end after DONE)."""
     deadline = time.monotonic() + within_s
     while True:
         model = await Model3D.get(id=model_id)
-        if model.analysis_status in (AnalysisStatus.DONE, AnalysisStatus.FAILED):
+        if model.analysis_status == AnalysisStatus.FAILED:
+            return model
+        if model.analysis_status == AnalysisStatus.DONE and not await ModelMetadata.exists(
+            model_id=model_id, pending_checks__gt=""
+        ):
             return model
         if time.monotonic() > deadline:
             raise AssertionError(f"model {model_id} stayed {model.analysis_status}")

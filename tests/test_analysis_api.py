@@ -13,7 +13,7 @@ from tests.helpers import Api, Caller
 MESHES = Path(__file__).resolve().parents[2] / "shared" / "meshes"
 MODEL = """query($id: ID!) { model(id: $id) { analysisStatus analysisError
   metadata { format volume surfaceArea bodyCount isWatertight dimensions { x y z }
-             printability { printable issues { code severity message } } } } }"""
+             printability { printable pendingChecks issues { code severity message } } } } }"""
 
 # name: (volume, relative tolerance, area or None, bodies, printable or None, issue codes
 # expected). The three CAD STLs are in inches read as millimetres (STL has no unit): tiny
@@ -41,10 +41,16 @@ async def _done(api: Api, caller: Caller, name: str) -> dict:
     model_id = body["data"]["uploadModel"]["id"]
     for _ in range(1200):
         model = (await api.ok(MODEL, {"id": model_id}, caller.token))["model"]
-        if model["analysisStatus"] in ("DONE", "FAILED"):
+        if model["analysisStatus"] == "FAILED" or _complete(model):
             return model
         await asyncio.sleep(0.05)
     raise AssertionError(f"analysis of {name} did not finish")
+
+
+def _complete(model: dict) -> bool:
+    """DONE with every check finished (the wall check may end after DONE)."""
+    done = model["analysisStatus"] == "DONE"
+    return done and not model["metadata"]["printability"]["pendingChecks"]
 
 
 @pytest.mark.skipif(not MESHES.is_dir(), reason=f"shared meshes not found at {MESHES}")

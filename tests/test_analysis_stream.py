@@ -10,7 +10,6 @@ import dataclasses
 import os
 import struct
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +17,7 @@ from domain.analysis import sandbox
 from domain.analysis.errors import AnalysisFailed
 from domain.analysis.sandbox import StreamAbandoned, StreamedAnalysis
 from domain.analysis_job import AnalysisJob, Outcome
-from runtime.settings import Settings
-from storage.crypto import KeyRing
 from storage.models import AnalysisStatus, Model3D, ModelMetadata
-from storage.objects import LocalObjectStore
 from tests.conftest import serving
 from tests.helpers import Api, Caller
 from tests.test_analysis_api import MODEL
@@ -129,21 +125,6 @@ def test_streams_at_once_are_bounded(monkeypatch):
 
 
 # --- the job takes the streamed result (SQLite and PostgreSQL) ------------------------
-
-@pytest.fixture
-def job_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, analysis_timeout_seconds=30, job_broker_url="")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalObjectStore:
-    return LocalObjectStore(tmp_path / "objects")
-
-
-@pytest.fixture
-def keyring(settings: Settings) -> KeyRing:
-    return KeyRing(settings.master_keys, settings.active_key_id)
-
 
 # Sealed columns hold ciphertext under a fresh nonce each time: compared by what they seal.
 _SEALED = ("hull_sealed", "walls_sealed")

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,7 +35,7 @@ from runtime.jobs import JobOptions, JobQueue
 from runtime.settings import Settings
 from storage.crypto import KeyRing, encrypt_stream, new_data_key
 from storage.models import AnalysisStatus, Company, CompanyKind, Model3D, ModelMetadata, Role, User
-from storage.objects import LocalObjectStore, ObjectInfo, ObjectStore, StoreUnavailable
+from storage.objects import ObjectInfo, ObjectStore, StoreUnavailable
 
 FAST_RETRY = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=0.05)
 CUBE_CORNERS = [
@@ -173,21 +172,6 @@ class FlakyStore:
 
     async def close(self) -> None:
         await self.inner.close()
-
-
-@pytest.fixture
-def job_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, analysis_timeout_seconds=30, job_broker_url="")
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> LocalObjectStore:
-    return LocalObjectStore(tmp_path / "objects")
-
-
-@pytest.fixture
-def keyring(settings: Settings) -> KeyRing:
-    return KeyRing(settings.master_keys, settings.active_key_id)
 
 
 def make_job(

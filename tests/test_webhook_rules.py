@@ -77,14 +77,16 @@ def test_message_ids_never_contain_the_delimiter() -> None:
 
 
 def test_event_names_are_the_contract() -> None:
-    assert {
+    contract = {
         "order.requested",
         "order.assigned",
         "order.status_changed",
         "model.analysis_done",
         "model.analysis_failed",
         "comment.added",
-    } == webhooks.EVENTS
+    }
+    # Extended, never renamed: the verdict completed after DONE (docs/analysis.md).
+    assert contract | {"model.checks_done"} == webhooks.EVENTS
 
 
 def test_unknown_empty_and_duplicate_event_lists() -> None:

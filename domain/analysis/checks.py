@@ -49,11 +49,14 @@ def printability_issues(
     min_wall_mm: float,
     build_volume_mm: tuple[float, float, float],
     error_share: float,
+    walls_pending: bool = False,
 ) -> tuple[Issue, ...]:
+    """`walls_pending`: the wall check has not run yet; it adds its issue later."""
+    walls = [] if walls_pending else _walls(facts.thickness, min_wall_mm, error_share)
     issues = [
         *_surface(facts),
         *_orientation(facts),
-        *_walls(facts.thickness, min_wall_mm, error_share),
+        *walls,
         *_build_volume(facts.size, build_volume_mm),
     ]
     return tuple(sorted(issues, key=lambda issue: _RANK[issue.severity]))

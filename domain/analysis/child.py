@@ -1,8 +1,9 @@
 """The analysis child, the other side of `sandbox.run_isolated`.
 
 `python -m domain.analysis.child` analyses one file: it reads one JSON header
-line and the file's bytes from stdin and writes one JSON result to the stdout
-it was given. `python -m domain.analysis.child --prefork` stays up and forks
+line and the file's bytes from stdin and writes its JSON result line to the
+stdout it was given (a staged request gets a first report line before it).
+`python -m domain.analysis.child --prefork` stays up and forks
 one such child per request (see `serve`), which saves the interpreter and
 numpy start-up on every upload. Native libraries print to stdout
 (OpenCASCADE does), so fd 1 is pointed at /dev/null and the result goes to a
@@ -46,10 +47,15 @@ def _analyse_one(source, result_fd: int) -> None:
     size = header["size"]
     reader = _Reader(source, None if size is None else int(size), int(header.get("size_hint") or 0))
     reader.start()
-    message = _analyse(reader, header)
+
+    def send(message: dict) -> None:
+        # One JSON document per line: a staged analysis sends its first report early.
+        result.write(json.dumps(message).encode() + b"\n")
+        result.flush()
+
+    message = _analyse(reader, header, send)
     message["peak_rss_bytes"] = _peak_rss()
-    result.write(json.dumps(message).encode())
-    result.flush()
+    send(message)
 
 
 # --- pre-forked: one long-lived parent of analysis children -------------------------
@@ -161,7 +167,7 @@ def _write(fd: int, payload: bytes) -> None:
         os.write(fd, payload)
 
 
-def _analyse(reader: _Reader, header: dict) -> dict:
+def _analyse(reader: _Reader, header: dict, send) -> dict:
     # Imported here, while the reader thread fills the buffer.
     from .core import analyse
     from .errors import AnalysisFailed
@@ -171,7 +177,11 @@ def _analyse(reader: _Reader, header: dict) -> dict:
         data = reader.data()
         options = AnalysisOptions.from_dict(header["options"])
         # The buffer is this child's alone: let the analysis free it once read.
-        report = analyse(data, header["file_name"], header["format"], options, consume=True)
+        # Staged: the report without the wall check goes out before that check runs.
+        first = (lambda early: send({"first": early.to_dict()})) if header.get("staged") else None
+        report = analyse(
+            data, header["file_name"], header["format"], options, consume=True, on_first=first
+        )
         return {"report": report.to_dict()}
     except AnalysisFailed as exc:
         return {"failed": exc.reason}

@@ -8,7 +8,8 @@ stopped safely.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from .loaders import load_corners
 from .loaders.limits import check_triangle_count
 from .options import AnalysisOptions
 from .orientation import orient
-from .report import Dimensions, MeshReport, Printability
+from .report import Dimensions, FirstReport, MeshReport, Printability
 from .thickness import Thickness, wall_thickness
 from .union import printed_solid
 from .weld import weld
@@ -35,6 +36,9 @@ MAX_COORDINATE_MM = 1e9
 EXACT_AGREEMENT = 1e-2
 
 
+# Checks that may finish after the first report (`analyse(on_first=...)`).
+THIN_WALLS_CHECK = "THIN_WALLS"
+
 def analyse(
     data: bytes | bytearray,
     file_name: str,
@@ -42,21 +46,33 @@ def analyse(
     options: AnalysisOptions,
     *,
     consume: bool = False,
+    on_first: FirstReport | None = None,
 ) -> MeshReport:
     """Measure a mesh and judge its printability; raise AnalysisFailed if unusable.
 
     `consume`: the caller hands a bytearray over; it is emptied as soon as the
     triangles are welded, so the file's memory is free for the rest (the
     analysis child's peak on a 5 M-triangle STL: the file is 250 MB of it).
+
+    `on_first`: called with a report that lacks only the wall-thickness check
+    (`pending_checks == ("THIN_WALLS",)`) before that check runs; the returned
+    report is the complete one. Sampling thousands of rays is most of the time a
+    CAD part takes, and everything else a customer looks at first (size, volume,
+    holes) does not need it. Not called when there are no walls to check.
     """
     # NaN and infinities are detected and refused explicitly (in `measure`);
     # numpy's warnings about them on the way would only be noise.
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        return _analyse(data, file_name, fmt, options, consume)
+        return _analyse(data, file_name, fmt, options, consume, on_first)
 
 
 def _analyse(
-    data: bytes | bytearray, file_name: str, fmt: str, options: AnalysisOptions, consume: bool
+    data: bytes | bytearray,
+    file_name: str,
+    fmt: str,
+    options: AnalysisOptions,
+    consume: bool,
+    on_first: FirstReport | None,
 ) -> MeshReport:
     file_size = len(data)
     if not file_size:
@@ -70,16 +86,35 @@ def _analyse(
     soup = [corners]
     del corners
     release = _releaser(data) if consume else _keep
-    facts, vertices = _examine(soup, options, single, release)
+    facts, vertices, walls = _examine(soup, single, release)
     hull = summarise_hull(vertices).to_dict()
     del vertices
     if exact is not None:
         facts = _with_exact(facts, exact)
+    report = partial(_report, facts, options, file_name, file_size, fmt, hull)
+    if walls is None:
+        return report()
+    if on_first is not None:
+        on_first(report(pending=(THIN_WALLS_CHECK,)))
+    facts = replace(facts, thickness=walls.measure(options))
+    return _report(facts, options, file_name, file_size, fmt, hull)
+
+
+def _report(
+    facts: Facts,
+    options: AnalysisOptions,
+    file_name: str,
+    file_size: int,
+    fmt: str,
+    hull: dict,
+    pending: tuple[str, ...] = (),
+) -> MeshReport:
     issues = printability_issues(
         facts,
         options.min_wall_thickness_mm,
         options.build_volume_mm,
         options.thin_wall_error_fraction,
+        walls_pending=THIN_WALLS_CHECK in pending,
     )
     x, y, z = (float(v) for v in facts.size)
     return MeshReport(
@@ -92,11 +127,23 @@ def _analyse(
         triangle_count=facts.triangles,
         body_count=facts.bodies,
         is_watertight=facts.edges.watertight,
-        printability=Printability.from_issues(issues),
+        printability=Printability.from_issues(issues, pending),
         weld_tolerance_mm=facts.weld_tolerance,
         hull=hull,
         walls=_wall_profile(facts.thickness),
     )
+
+
+@dataclass(frozen=True)
+class _Walls:
+    """The closed, outward-wound surface whose walls are to be measured."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    geometry: Geometry
+
+    def measure(self, options: AnalysisOptions) -> Thickness:
+        return _thickness(self.vertices, self.faces, self.geometry, options)
 
 
 def _wall_profile(thickness: Thickness | None) -> dict | None:
@@ -128,9 +175,10 @@ def _releaser(data: bytes | bytearray):
 
 
 def _examine(
-    soup: list[np.ndarray], options: AnalysisOptions, single: bool, release
-) -> tuple[Facts, np.ndarray]:
-    """The facts, and the welded vertices (for the hull summary)."""
+    soup: list[np.ndarray], single: bool, release
+) -> tuple[Facts, np.ndarray, _Walls | None]:
+    """The facts but the walls, the welded vertices (for the hull summary), and the
+    surface whose walls are to be measured (None when "inward" is undefined)."""
     corners = soup.pop()
     geometry = measure(corners)
     _check_extent(geometry)
@@ -156,7 +204,7 @@ def _examine(
     orientation = orient(
         geometry.face_volume, edges, bodies, ~collapsed, lambda ids: vertices[faces[ids]]
     )
-    thickness, solid = None, None
+    walls, solid = None, None
     # "Inward" is only defined for a closed surface that can face outwards.
     if edges.watertight and orientation.orientable:
         outward = _outward(faces, orientation.flipped)
@@ -166,11 +214,11 @@ def _examine(
                 signed = np.where(orientation.flipped, -signed, signed)
             solid = printed_solid(vertices, outward, signed, bodies.label, ~collapsed)
         if solid is None:
-            thickness = _thickness(vertices, outward, geometry, options)
+            walls = _Walls(vertices, outward, geometry)
         else:
             # Walls of what is printed: rays inside one shell would meet the other.
             union_geometry = measure(solid.vertices[solid.faces])
-            thickness = _thickness(solid.vertices, solid.faces, union_geometry, options)
+            walls = _Walls(solid.vertices, solid.faces, union_geometry)
     facts = Facts(
         triangles=len(faces),
         degenerate=int((collapsed | geometry.flat).sum()),
@@ -179,13 +227,13 @@ def _examine(
         edges=edges,
         bodies=bodies.count,
         orientation=orientation,
-        thickness=thickness,
+        thickness=None,  # measured last (see `analyse`)
         weld_tolerance=tolerance,
         volume=orientation.volume if solid is None else solid.volume,
         overlap=None if solid is None else Overlap(solid.overlapping, orientation.volume),
         joined=joined if joined is not None and joined.corners else None,
     )
-    return facts, vertices
+    return facts, vertices, walls
 
 
 def _with_exact(facts: Facts, exact) -> Facts:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 Severity = Literal["error", "warning", "info"]
@@ -28,10 +29,16 @@ class Dimensions:
 class Printability:
     printable: bool
     issues: tuple[Issue, ...]
+    # Checks still running (e.g. "THIN_WALLS"): their issues are not in `issues` yet,
+    # and `printable` may still turn false when they end.
+    pending_checks: tuple[str, ...] = ()
 
     @classmethod
-    def from_issues(cls, issues: tuple[Issue, ...]) -> Printability:
-        return cls(printable=not any(i.severity == "error" for i in issues), issues=issues)
+    def from_issues(
+        cls, issues: tuple[Issue, ...], pending_checks: tuple[str, ...] = ()
+    ) -> Printability:
+        printable = not any(i.severity == "error" for i in issues)
+        return cls(printable=printable, issues=issues, pending_checks=pending_checks)
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,17 @@ class MeshReport:
     hull: dict[str, Any] | None = None
     walls: dict[str, Any] | None = None
 
+    @property
+    def pending_checks(self) -> tuple[str, ...]:
+        return self.printability.pending_checks
+
+    def checks_abandoned(self, why: str) -> MeshReport:
+        """This first report made final when its pending checks could not finish: they
+        are named as not done (info), so no verdict is claimed that was not made."""
+        unchecked = Issue("THICKNESS_NOT_CHECKED", "info", f"Wall thickness was not checked: {why}")
+        issues = (*self.printability.issues, unchecked)
+        return replace(self, printability=Printability.from_issues(issues), walls=None)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready values (snake_case keys), e.g. for storage."""
         return asdict(self)
@@ -73,11 +91,16 @@ class MeshReport:
             printability=Printability(
                 printable=bool(printability["printable"]),
                 issues=tuple(Issue(**issue) for issue in printability["issues"]),
+                pending_checks=tuple(str(c) for c in printability.get("pending_checks", ())),
             ),
             weld_tolerance_mm=float(values.get("weld_tolerance_mm", 0.0)),
             hull=_mapping(values.get("hull")),
             walls=_mapping(values.get("walls")),
         )
+
+
+# Receives a report whose `pending_checks` are still running (`core.analyse`).
+FirstReport = Callable[[MeshReport], None]
 
 
 def _mapping(value: Any) -> dict[str, Any] | None:

@@ -33,13 +33,13 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import AnalysisFailed
 from .options import AnalysisOptions
-from .report import MeshReport
+from .report import FirstReport, MeshReport
 
 log = logging.getLogger(__name__)
 # The directory holding the `domain` package, so `-m` finds it installed or not.
@@ -74,9 +74,15 @@ def run_isolated(
     options: AnalysisOptions,
     timeout_s: float,
     memory_bytes: int,
+    on_first: FirstReport | None = None,
 ) -> MeshReport:
-    """`analyse` in a child process; every failure becomes AnalysisFailed."""
-    report, _ = run_isolated_with_stats(data, file_name, fmt, options, timeout_s, memory_bytes)
+    """`analyse` in a child process; every failure becomes AnalysisFailed.
+
+    `on_first` (called from this thread) gets the report without the wall check
+    as soon as the child has it (see `core.analyse`); the timeout covers both."""
+    report, _ = run_isolated_with_stats(
+        data, file_name, fmt, options, timeout_s, memory_bytes, on_first
+    )
     return report
 
 
@@ -87,9 +93,11 @@ def run_isolated_with_stats(
     options: AnalysisOptions,
     timeout_s: float,
     memory_bytes: int,
+    on_first: FirstReport | None = None,
 ) -> tuple[MeshReport, ChildStats]:
     """Same as `run_isolated`, also returning the child's time and peak memory."""
     header = {
+        "staged": on_first is not None,
         # The name is put back below: the child has no use for it.
         "file_name": "upload",
         "format": fmt,
@@ -101,8 +109,9 @@ def run_isolated_with_stats(
     started = time.monotonic()
     deadline = started + timeout_s
     child = _start()
+    named = None if on_first is None else _renamed(on_first, file_name)
     try:
-        output = _exchange(child, json.dumps(header).encode() + b"\n", data, deadline)
+        output = _exchange(child, json.dumps(header).encode() + b"\n", data, deadline, named)
         returncode = child.wait(deadline)
     except TimeoutError:
         child.kill()
@@ -117,6 +126,10 @@ def run_isolated_with_stats(
     peak = int(message.get("peak_rss_bytes") or 0)
     report = replace(_result(message, returncode, memory_bytes), file_name=file_name)
     return report, ChildStats(seconds, peak)
+
+
+def _renamed(on_first: FirstReport, file_name: str) -> FirstReport:
+    return lambda report: on_first(replace(report, file_name=file_name))
 
 
 def child_command() -> list[str]:
@@ -310,12 +323,14 @@ def _read_exactly(fd: int, count: int, deadline: float) -> bytes | None:
 # --- talking to the child ----------------------------------------------------------------
 
 
-def _exchange(child: _Child, header: bytes, data: bytes, deadline: float) -> bytes:
+def _exchange(
+    child: _Child, header: bytes, data: bytes, deadline: float, on_first: FirstReport | None = None
+) -> bytes:
     """Feed the child (from a thread, so a child that stops reading cannot
     block us) while collecting its output until it closes stdout."""
     feeder = threading.Thread(target=_feed, args=(child.stdin, header, data), daemon=True)
     feeder.start()
-    output = _collect_output(child.stdout, deadline)
+    output = _collect_output(child.stdout, deadline, on_first)
     feeder.join(max(0.0, deadline - time.monotonic()))
     return output
 
@@ -339,11 +354,24 @@ def _feed(fd: int, header: bytes, data: bytes) -> None:
 
 
 def _decode(output: bytes) -> dict:
+    """The child's last message (its result; a first report may precede it)."""
+    lines = output.strip().rsplit(b"\n", 1)
     try:
-        message = json.loads(output) if output else {}
+        message = json.loads(lines[-1]) if lines[-1] else {}
     except ValueError:
         return {}
     return message if isinstance(message, dict) else {}
+
+
+def _first_report(line: bytes) -> MeshReport | None:
+    """A staged child's first report, from its first line; None if it is not one."""
+    message = _decode(line)
+    if not isinstance(message.get("first"), dict):
+        return None
+    try:
+        return MeshReport.from_dict(message["first"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _result(message: dict, returncode: int, memory_bytes: int) -> MeshReport:
@@ -392,11 +420,15 @@ class StreamedAnalysis:
     thread forks the child, writes the queued chunks into its pipe and reads
     its answer. The outcome is `future`: a MeshReport (its file name is the
     job's to fill in), AnalysisFailed for the file's own failures, or
-    StreamAbandoned when this path gave no answer.
+    StreamAbandoned when this path gave no answer. The child is staged: `first`
+    gets the report without the wall check before `future` is settled (never,
+    when the file has no walls to check or fails before).
     """
 
     def __init__(self, header: bytes, timeout_s: float, memory_bytes: int) -> None:
         self.future: Future[MeshReport] = Future()
+        # The report without the wall check, if the child sends one before `future`.
+        self.first: Future[MeshReport] = Future()
         self._timeout_s, self._memory_bytes = timeout_s, memory_bytes
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._queue.put(header)
@@ -421,6 +453,7 @@ class StreamedAnalysis:
         if not PREFORK or not _streams.acquire(blocking=False):
             return None
         header = {
+            "staged": True,
             "file_name": "upload",
             "format": fmt,
             "size": None,  # streamed: the child reads until the end of its input
@@ -533,7 +566,7 @@ class StreamedAnalysis:
     def _collect(self, child: _Child, deadline: float) -> None:
         """After `finish`: the child's answer, within the timeout."""
         try:
-            output = _collect_output(child.stdout, deadline)
+            output = _collect_output(child.stdout, deadline, self._first_arrived)
             returncode = child.wait(deadline)
             if self._timed_out:
                 raise TimeoutError
@@ -546,6 +579,10 @@ class StreamedAnalysis:
             self._settle(exception=failed)
         else:
             self._settle(result=report)
+
+    def _first_arrived(self, report: MeshReport) -> None:
+        with contextlib.suppress(InvalidStateError):
+            self.first.set_result(report)
 
     def _kill_reason(self) -> BaseException:
         if self._timed_out:
@@ -569,8 +606,9 @@ def _write_all(fd: int, chunk: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _collect_output(fd: int, deadline: float) -> bytes:
-    """The child's result pipe until it closes; TimeoutError after `deadline`."""
+def _collect_output(fd: int, deadline: float, on_first: FirstReport | None = None) -> bytes:
+    """The child's result pipe until it closes; TimeoutError after `deadline`.
+    With `on_first`, a first report line is handed over as soon as it is complete."""
     received: list[bytes] = []
     size = 0
     with selectors.DefaultSelector() as selector:
@@ -587,3 +625,9 @@ def _collect_output(fd: int, deadline: float) -> bytes:
             if size < MAX_RESULT_BYTES:
                 received.append(chunk)
                 size += len(chunk)
+            if on_first is not None and b"\n" in chunk:
+                line = b"".join(received).split(b"\n", 1)[0]
+                first = _first_report(line)
+                if first is not None:
+                    on_first(first)
+                on_first = None  # only the first line can be one

@@ -102,8 +102,9 @@ def _named(selections: list[Any], name: str) -> list[Any]:
 @strawberry.type
 class Subscription:
     @guarded_subscription(
-        description="The model each time its analysis finishes (DONE or FAILED). A model the "
-        "caller does not reach yields nothing."
+        description="The model each time its analysis finishes (DONE or FAILED), and again "
+        "when checks still pending at DONE (printability.pendingChecks) have finished. A "
+        "model the caller does not reach yields nothing."
     )
     async def model_analysis(
         self, info: Info, model_id: strawberry.ID

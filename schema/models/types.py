@@ -47,6 +47,11 @@ class PrintabilityIssueType:
 class PrintabilityType:
     printable: bool = guarded()
     issues: list[PrintabilityIssueType] = guarded()
+    pending_checks: list[str] = guarded(
+        description="Checks still running after the analysis is DONE (THIN_WALLS): their "
+        "issues are not listed yet and `printable` may still turn false. Empty when the "
+        "verdict is complete; modelAnalysis yields the model again then."
+    )
 
 
 @strawberry.type(name="ModelMetadata")
@@ -76,7 +81,10 @@ class ModelMetadataType:
     @guarded()
     def printability(self) -> PrintabilityType:
         issues = [PrintabilityIssueType(**issue) for issue in self.row.issues]
-        return PrintabilityType(printable=self.row.printable, issues=issues)
+        pending = [check for check in self.row.pending_checks.split(",") if check]
+        return PrintabilityType(
+            printable=self.row.printable, issues=issues, pending_checks=pending
+        )
 
 
 def _metadata_type(row: ModelMetadata | None) -> ModelMetadataType | None:
