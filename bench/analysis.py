@@ -20,9 +20,11 @@ the pre-forked isolated analysis child):
 - admesh: `admesh FILE` wall time (Debian package `admesh`) and the ratios.
 
 Files: generated icospheres (1,310,720 and 5,242,880 triangles; synthetic, so
-writing them to a temporary directory is fine), a 1 KB STL, and the real CAD
-STLs of ../shared/meshes when present. Each figure is the median of --runs
-runs after one warm-up. Nothing here passes or fails on time.
+writing them to a temporary directory is fine), a 1 KB STL, a generated
+mechanical part (a plate with 60 bosses and holes) as one shell and as 61
+overlapping shells, and the real CAD STLs of ../shared/meshes when present.
+Each figure is the median of --runs runs after one warm-up. Nothing here passes
+or fails on time.
 
     .venv/bin/python bench/analysis.py [--runs 3] [--quick]
 """
@@ -46,6 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+import numpy as np
 import psutil
 import trimesh
 
@@ -108,9 +111,11 @@ def _files(work: Path, quick: bool) -> list[Path]:
     trimesh.creation.box((10, 20, 30)).export(tiny)
     files.append(tiny)
     files += [SHARED / name for name in CAD_FILES if (SHARED / name).is_file()]
-    mechanical = work / "mechanical-80k.stl"
-    _mechanical_part().export(mechanical)
-    files.append(mechanical)
+    overlapping = work / "bosses-overlapping-150k.stl"
+    _mechanical_part().export(overlapping)
+    one_shell = work / "mechanical-one-shell.stl"
+    _one_shell(_mechanical_part()).export(one_shell)
+    files += [one_shell, overlapping]
     for subdivisions in (8,) if quick else (8, 9):
         path = work / f"icosphere-{subdivisions}.stl"
         trimesh.creation.icosphere(subdivisions=subdivisions, radius=50.0).export(path)
@@ -119,7 +124,8 @@ def _files(work: Path, quick: bool) -> list[Path]:
 
 
 def _mechanical_part() -> trimesh.Trimesh:
-    """A plate with 60 round bosses and holes: about 80k CAD-like triangles."""
+    """A plate with 60 round bosses and holes, each boss its own shell overlapping the
+    plate: 153,612 CAD-like triangles in 61 bodies."""
     plate = trimesh.creation.box((200, 120, 8))
     parts = [plate]
     for i in range(60):
@@ -128,6 +134,20 @@ def _mechanical_part() -> trimesh.Trimesh:
         boss.apply_translation((x, y, 6))
         parts.append(boss)
     return trimesh.util.concatenate(parts)
+
+
+def _one_shell(part: trimesh.Trimesh) -> trimesh.Trimesh:
+    """The part as a CAD program exports it: one closed shell, the bosses merged into
+    the plate (the overlapping shells above are the worst case: 61 bodies to unite)."""
+    from manifold3d import Manifold, Mesh64, OpType
+
+    solids = [
+        Manifold(Mesh64(vert_properties=np.asarray(body.vertices, dtype=np.float64),
+                        tri_verts=np.asarray(body.faces, dtype=np.uint64)))
+        for body in part.split(only_watertight=False)
+    ]
+    mesh = Manifold.batch_boolean(solids, OpType.Add).to_mesh64()
+    return trimesh.Trimesh(np.asarray(mesh.vert_properties)[:, :3], np.asarray(mesh.tri_verts))
 
 
 def _server(stack: contextlib.ExitStack, work: Path, streamed: bool) -> tuple[str, str, int]:
