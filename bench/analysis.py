@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import statistics
@@ -46,6 +47,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from domain.analysis.cpu_tuning import numpy_environment  # before numpy loads
+
+# `own` is timed in this process: with the numpy settings the analysis child gets.
+os.environ.update(numpy_environment())
 
 import httpx
 import numpy as np
