@@ -34,6 +34,13 @@ async def _cancel_after(delay_s: float, name: str) -> None:
         await asyncio.sleep(0)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+    if BACKEND == "sqlite":
+        # Once the cancelled task has ended, so has its transaction: a COMMIT or
+        # ROLLBACK whose await was cancelled still runs on aiosqlite's thread, and
+        # was once still pending here (a test's teardown saw "a transaction was left
+        # open" after its app had stopped).
+        raw = connections.get("default")._connection  # type: ignore[attr-defined]
+        assert raw is None or not raw.in_transaction, f"{name}: transaction still open"
 
 
 async def test_cancelling_a_transaction_at_any_point_leaves_the_database_usable(
