@@ -500,16 +500,18 @@ class AnalysisJob:
         return buffer
 
     async def _settle_error(self, held: Claim, error: Exception) -> Outcome:
-        if await _done_by(held).exists():
-            # After the first report: it stays (the checks' own failure is handled
-            # in _complete); only the complete one could not be recorded.
-            log.warning("model %s: checks not recorded (%s)", held.model.id, error)
-            return Outcome.DROPPED
         model = held.model
         if is_transient(error):
+            # After a first report the row is DONE and not released: the sweep finds
+            # its checks pending past the lease and has it analysed again.
             log.warning("model %s: storage unavailable (%s); postponed", model.id, error)
             await self._retry(lambda: release(held))
             return Outcome.POSTPONED
+        if await self._retry(lambda: _done_by(held).exists()):
+            # After the first report: it stays (the checks' own failure is handled
+            # in _complete); only the complete one could not be recorded.
+            log.warning("model %s: checks not recorded (%s)", model.id, error)
+            return Outcome.DROPPED
         if isinstance(error, AnalysisFailed):
             reason = error.reason
         elif isinstance(error, ObjectMissing):

@@ -343,8 +343,9 @@ async def test_a_browser_sees_its_models_analysis_finish(
     with _servers(env, tmp_path, 1) as (server,):
         api = _client(server, settings)
         customer, stranger, provider, *_ = await _cast(api)
-        query = "subscription($m: ID!) { modelAnalysis(modelId: $m) { id analysisStatus } }"
-        uploaded = await api.upload(box_stl(), token=customer.token)
+        query = """subscription($m: ID!) { modelAnalysis(modelId: $m) { id analysisStatus
+          metadata { printability { pendingChecks issues { code } } } } }"""
+        uploaded = await api.upload(box_stl(10, 10, 0.4), token=customer.token)
         model_id = uploaded.json()["data"]["uploadModel"]["id"]
         worker = None
         try:
@@ -355,8 +356,16 @@ async def test_a_browser_sees_its_models_analysis_finish(
             ):
                 worker = _start_worker(env, tmp_path / "worker.log")
                 got = await _next(mine, 120)
-                assert got["payload"]["data"]["modelAnalysis"] == {
-                    "id": model_id, "analysisStatus": "DONE"
+                done = got["payload"]["data"]["modelAnalysis"]
+                assert (done["id"], done["analysisStatus"]) == (model_id, "DONE")
+                # Again once the wall check (run after DONE) has its verdict: a 0.4 mm
+                # plate is too thin. (The first message may already read it: the
+                # model is read from the database when the event is sent.)
+                got = await _next(mine, 60)
+                checked = got["payload"]["data"]["modelAnalysis"]
+                assert checked["analysisStatus"] == "DONE"
+                assert checked["metadata"]["printability"] == {
+                    "pendingChecks": [], "issues": [{"code": "THIN_WALLS"}]
                 }
                 await _nothing(foreign, 0.3)
                 # A provider may not follow analyses at all (Model.analysisStatus is the

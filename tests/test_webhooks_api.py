@@ -361,19 +361,24 @@ async def test_an_analysis_and_a_comment_reach_the_models_company(hooked: Api) -
     customer = await hooked.customer()
     provider = await hooked.provider(admin=True)
     async with Receiver(answer(200)) as mine, Receiver(answer(200)) as providers:
-        events = ["model.analysis_done", "model.analysis_failed", "comment.added"]
+        events = [
+            "model.analysis_done", "model.analysis_failed", "model.checks_done", "comment.added"
+        ]
         secret = (await hooked.ok(CREATE, {"u": mine.url(), "e": events},
                                   customer.token))["createWebhook"]["secret"]
         await hooked.ok(CREATE, {"u": providers.url(), "e": events}, provider.token)
         uploaded = await hooked.upload(box_stl(), token=customer.token)
         model_id = uploaded.json()["data"]["uploadModel"]["id"]
-        await _until(lambda: _count(mine, 1), within=120)
+        # DONE, then the complete verdict once the wall check (after DONE) has run.
+        await _until(lambda: _count(mine, 2), within=120)
         await hooked.ok('mutation($m: ID!) { addComment(modelId: $m, body: "ok") { id } }',
                         {"m": model_id}, customer.token)
-        await _until(lambda: _count(mine, 2))
+        await _until(lambda: _count(mine, 3))
         await asyncio.sleep(0.3)
-    done, comment = (_verified(secret, r) for r in mine.received)
-    assert done["type"] == "model.analysis_done"
-    assert done["data"] == {"modelId": model_id, "analysisStatus": "DONE"}
-    assert comment["type"] == "comment.added" and comment["data"]["modelId"] == model_id
+    by_type = {event["type"]: event for event in (_verified(secret, r) for r in mine.received)}
+    assert set(by_type) == {"model.analysis_done", "model.checks_done", "comment.added"}
+    for kind in ("model.analysis_done", "model.checks_done"):
+        assert by_type[kind]["data"] == {"modelId": model_id, "analysisStatus": "DONE"}
+    comment = by_type["comment.added"]
+    assert comment["data"]["modelId"] == model_id
     assert providers.received == []  # not the provider's model
