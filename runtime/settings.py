@@ -44,6 +44,18 @@ def _int(name: str, value: str) -> int:
         raise SettingsError(f"{name} must be an integer") from exc
 
 
+# The wall profile keeps a distance per ray and travels in the child's result, which
+# is bounded (domain/analysis/sandbox.MAX_RESULT_BYTES, 1 MiB): 20,000 rays take 0.33 MB.
+MAX_WALL_SAMPLES = 20_000
+
+
+def _wall_samples(name: str, value: str) -> int:
+    number = _int(name, value)
+    if not 100 <= number <= MAX_WALL_SAMPLES:
+        raise SettingsError(f"{name} must be between 100 and {MAX_WALL_SAMPLES}")
+    return number
+
+
 def _bool(name: str, value: str) -> bool:
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -185,6 +197,8 @@ class Settings:
     analysis_timeout_seconds: int = env("ANALYSIS_TIMEOUT_SECONDS", 120, _int)
     analysis_memory_bytes: int = env("ANALYSIS_MEMORY_BYTES", 4096 * MIB, _int)
     min_wall_thickness_mm: float = env("MIN_WALL_THICKNESS_MM", 0.8, _float)
+    # Rays of the wall check (after DONE): more find smaller thin spots, and cost time.
+    wall_thickness_samples: int = env("WALL_THICKNESS_SAMPLES", 2000, _wall_samples)
     build_volume_mm: tuple[float, float, float] = env(
         "BUILD_VOLUME_MM", (250.0, 210.0, 220.0), _build_volume
     )

@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime.settings import Settings, load_settings
+import pytest
+
+from runtime.settings import Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,12 +27,22 @@ def test_invitation_ttl_is_read_from_the_environment(tmp_path: Path) -> None:
 
 def test_every_variable_reaches_its_setting(tmp_path: Path) -> None:
     samples = {int: "7", float: "1.5", str: "x"}
+    in_range = {"wall_thickness_samples": "700"}  # settings whose values are bounded
     for field in dataclasses.fields(Settings):
         kind = type(field.default) if field.default is not dataclasses.MISSING else None
         if kind not in samples or field.name in ("data_dir",):
             continue
-        settings = load_settings({"DATA_DIR": str(tmp_path), field.metadata["env"]: samples[kind]})
-        assert str(getattr(settings, field.name)) == samples[kind], field.name
+        sample = in_range.get(field.name, samples[kind])
+        settings = load_settings({"DATA_DIR": str(tmp_path), field.metadata["env"]: sample})
+        assert str(getattr(settings, field.name)) == sample, field.name
+
+
+def test_the_wall_check_rays_are_bounded(tmp_path: Path) -> None:
+    """Each ray's wall goes into the analysis child's result, which is bounded: far more
+    rays once made every analysis end "stopped unexpectedly" (the result cut short)."""
+    for bad in ("0", "99", "20001", "1e6", "many"):
+        with pytest.raises(SettingsError, match="WALL_THICKNESS_SAMPLES"):
+            load_settings({"DATA_DIR": str(tmp_path), "WALL_THICKNESS_SAMPLES": bad})
 
 
 def test_imports_create_no_files_and_hash_nothing(tmp_path: Path) -> None:

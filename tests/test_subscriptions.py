@@ -339,7 +339,10 @@ async def test_a_browser_sees_its_models_analysis_finish(
     # The job stream lives in a Redis database of its own, emptied before and after.
     broker = redis_database(10)
     redis.Redis.from_url(broker).flushdb()
-    env = _env(settings, database_url, tmp_path, REDIS_URL=REDIS_URL, JOB_BROKER_URL=broker)
+    # The most rays allowed: a wall check of 0.1 s or more, so its verdict always comes
+    # after DONE is recorded (milliseconds): two events.
+    env = _env(settings, database_url, tmp_path, REDIS_URL=REDIS_URL, JOB_BROKER_URL=broker,
+               WALL_THICKNESS_SAMPLES="20000")
     with _servers(env, tmp_path, 1) as (server,):
         api = _client(server, settings)
         customer, stranger, provider, *_ = await _cast(api)
@@ -358,9 +361,9 @@ async def test_a_browser_sees_its_models_analysis_finish(
                 got = await _next(mine, 120)
                 done = got["payload"]["data"]["modelAnalysis"]
                 assert (done["id"], done["analysisStatus"]) == (model_id, "DONE")
+                assert done["metadata"]["printability"]["pendingChecks"] == ["THIN_WALLS"]
                 # Again once the wall check (run after DONE) has its verdict: a 0.4 mm
-                # plate is too thin. (The first message may already read it: the
-                # model is read from the database when the event is sent.)
+                # plate is too thin.
                 got = await _next(mine, 60)
                 checked = got["payload"]["data"]["modelAnalysis"]
                 assert checked["analysisStatus"] == "DONE"

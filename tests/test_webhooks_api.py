@@ -9,11 +9,13 @@ shortened by patching the schedule (the schedule itself is tested in test_webhoo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,10 +40,26 @@ _KEYRING: list[KeyRing] = []  # the serving app's, for the sealed analysis facts
 @pytest.fixture
 async def hooked(database: str, settings, tmp_path: Path) -> AsyncIterator[Api]:
     """An app whose webhooks may reach loopback receivers."""
+    async with _hooked_app(settings, tmp_path) as api:
+        yield api
+
+
+@pytest.fixture
+async def hooked_slow_walls(database: str, settings, tmp_path: Path) -> AsyncIterator[Api]:
+    """The same, with the most rays allowed: a wall check of 0.1 s or more, so its
+    result always comes after DONE is recorded (milliseconds) and the two stages are two
+    events (a check that ends before DONE is recorded gives one: the complete report)."""
+    async with _hooked_app(settings, tmp_path, wall_thickness_samples=20_000) as api:
+        yield api
+
+
+@contextlib.asynccontextmanager
+async def _hooked_app(settings, tmp_path: Path, **changes: Any) -> AsyncIterator[Api]:
     changed = replace(
         settings,
         storage_url=f"file://{tmp_path / 'objects'}",
         webhook_allow_private_networks=True,
+        **changes,
     )
     async with serving(changed) as api:
         _KEYRING[:] = [api.services.keyring]
@@ -356,8 +374,11 @@ async def test_a_redirect_to_an_internal_address_is_not_followed(hooked: Api) ->
     assert row.response_code == 302
 
 
-async def test_an_analysis_and_a_comment_reach_the_models_company(hooked: Api) -> None:
+async def test_an_analysis_and_a_comment_reach_the_models_company(
+    hooked_slow_walls: Api,
+) -> None:
     """Published by the job engine when the (real, isolated) analysis finishes."""
+    hooked = hooked_slow_walls
     customer = await hooked.customer()
     provider = await hooked.provider(admin=True)
     async with Receiver(answer(200)) as mine, Receiver(answer(200)) as providers:

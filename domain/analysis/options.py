@@ -41,6 +41,7 @@ class AnalysisOptions:
         return cls(
             min_wall_thickness_mm=float(settings.min_wall_thickness_mm),
             build_volume_mm=tuple(float(v) for v in settings.build_volume_mm),
+            wall_thickness_samples=int(settings.wall_thickness_samples),
         )
 
     def to_dict(self) -> dict[str, Any]:
