@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -108,7 +109,10 @@ async def test_the_job_records_done_first_then_the_complete_verdict(
         row = await Model3D.get(id=model.id)
         seen.append((row.analysis_status, await ModelMetadata.get(model_id=model.id)))
 
-    assert await make_job(job_settings, store, keyring).run(model.id, None, first_done) is (
+    # The most rays allowed: the check takes 0.1 s or more, so the first report is
+    # always recorded before the complete one is in (else one write, no first stage).
+    slow_walls = replace(job_settings, wall_thickness_samples=20_000)
+    assert await make_job(slow_walls, store, keyring).run(model.id, None, first_done) is (
         Outcome.DONE
     )
     [(status, first)] = seen
