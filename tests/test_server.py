@@ -281,3 +281,29 @@ def test_a_server_whose_migration_fails_exits(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "Application startup failed" in result.stdout + result.stderr
+
+
+def test_the_serving_process_tunes_its_garbage_collector(tmp_path: Path) -> None:
+    """`serve` freezes what start-up made and collects the young generation less often
+    (bench/README.md: the page's p99). Checked in a real `serve` process, up to the
+    point where uvicorn would start."""
+    probe = (
+        "import gc, uvicorn\n"
+        "from runtime.settings import load_settings\n"
+        "from web import cli\n"
+        "seen = {}\n"
+        "uvicorn.Server.run = lambda self: seen.update(threshold=gc.get_threshold(),"
+        " frozen=gc.get_freeze_count())\n"
+        "cli.serve(load_settings())\n"
+        "print(seen['threshold'][0], seen['frozen'] > 10_000)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=Path(__file__).resolve().parent.parent,
+        env={**os.environ, "DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["50000", "True"]
